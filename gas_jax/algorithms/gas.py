@@ -1,0 +1,207 @@
+"""GAS: Generative Activation-aided Asynchronous Split FL (Yang & Liu, AAAI 2025), REF semantics.
+
+`build(...)` returns pure `init` / `step` / `evaluate` functions over a frozen `GasState`.
+`step(state, batch, rng) -> (state, metrics)` executes one client local step as the host
+scheduler ordered it (spec §1.3):
+
+1. client forward A = f_c(theta_slot; x); A, y and the weight tag enter the activation buffer;
+2. client gradient of the logit-adjusted loss CE(f_s(phi; A) + log p_k, y) (eq. 6) through the
+   *current* server model phi (phi is not updated by it); SGD step on theta_slot (shared momentum);
+3. if the buffer now holds C minibatches: SERVER_UPDATE (spec §1.5) - merge the real rows into the
+   per-label statistics (eq. 11-12, `gas_jax.stats`), top every label up to B rows with generated
+   activations once all labels have statistics (Algorithm 1), one SGD step on phi (plain CE);
+4. if this was the client's E-th step: its model enters the model buffer (uniform 1/C in REF,
+   |D_k|-weighted = paper eq. 10); when C models arrived the aggregate replaces theta_glob; the
+   slot restarts from the newest theta_glob (a replacement client joins).
+"""
+import dataclasses
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from gas_jax import losses, optim, stats as stats_lib
+from gas_jax.registry import ALGORITHMS
+
+tree_map = jax.tree_util.tree_map
+
+
+@dataclasses.dataclass(frozen=True)
+class GasHParams:
+  participating: int            # C: concurrency and both buffer sizes
+  batch_size: int               # B
+  num_classes: int              # M
+  generate: bool = True
+  lr: float = 0.01
+  lr_decay: str = "none"        # "none" (REF) | "sqrt" (paper: eta_0 / sqrt(t))
+  optimizer: str = "sgd"
+  momentum: float = 0.9
+  weight_decay: float = 5e-4
+  clip_norm: float = 10.0
+  shared_momentum: bool = True  # REF: one client momentum buffer shared by all clients
+  stats_jitter: float = stats_lib.REF_JITTER
+  stats_block: int = 16
+
+
+@struct.dataclass
+class GasState:
+  slots: Any             # client params of the C in-flight clients, stacked on axis 0
+  global_client: Any     # theta_glob, the newest aggregate
+  model_sum: Any         # model buffer: running weighted sum of uploaded client models
+  model_weight: jax.Array
+  server: Any            # phi
+  client_opt: Any        # shared (REF) or stacked per slot
+  server_opt: Any
+  acts: jax.Array        # activation buffer [C, B, D]
+  labels: jax.Array      # [C, B]
+  row_mask: jax.Array    # [C, B] bool (partial minibatches are padded)
+  tags: jax.Array        # [C] weight tag of each buffered minibatch
+  stats: stats_lib.GaussianStats
+  server_updates: jax.Array
+  global_iter: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class Algorithm:
+  init: Callable
+  step: Callable
+  evaluate: Callable
+  hparams: Any
+
+
+def _stack(tree, n):
+  return tree_map(lambda p: jnp.broadcast_to(p, (n,) + p.shape), tree)
+
+
+def _index(tree, i):
+  return tree_map(lambda p: p[i], tree)
+
+
+def _set(tree, i, value):
+  return tree_map(lambda p, v: p.at[i].set(v), tree, value)
+
+
+@ALGORITHMS.register("gas")
+def build(model, hp: GasHParams) -> Algorithm:
+  c, b, m = hp.participating, hp.batch_size, hp.num_classes
+  dim = int(jnp.prod(jnp.array(model.activation_shape)))
+  tx = optim.make_transform(hp.optimizer, hp.momentum, hp.weight_decay, hp.clip_norm)
+
+  def init(rng):
+    theta, phi = model.init(rng)
+    client_opt = tx.init(theta)
+    return GasState(
+        slots=_stack(theta, c), global_client=theta,
+        model_sum=tree_map(jnp.zeros_like, theta), model_weight=jnp.zeros((), jnp.float32),
+        server=phi,
+        client_opt=client_opt if hp.shared_momentum else _stack(client_opt, c),
+        server_opt=tx.init(phi),
+        acts=jnp.zeros((c, b, dim), jnp.float32), labels=jnp.zeros((c, b), jnp.int32),
+        row_mask=jnp.zeros((c, b), bool), tags=jnp.zeros((c,), jnp.float32),
+        stats=stats_lib.init(m, dim if hp.generate else 1),
+        server_updates=jnp.zeros((), jnp.int32), global_iter=jnp.zeros((), jnp.int32))
+
+  def server_update(state, rng):
+    rows = state.acts.reshape(c * b, dim)
+    labels = state.labels.reshape(-1)
+    mask = state.row_mask.reshape(-1)
+    x, y, valid = rows, labels, mask
+    generated = jnp.zeros((), jnp.int32)
+    st = state.stats
+    if hp.generate:
+      weights = jnp.where(mask, jnp.repeat(state.tags, b), 0.0)
+      st = stats_lib.merge(st, rows, labels, weights, jitter=hp.stats_jitter,
+                           block=hp.stats_block)
+      counts = jnp.sum(jax.nn.one_hot(labels, m, dtype=jnp.int32) * mask[:, None], 0)
+      all_seen = jnp.all(st.seen)
+      # REF builds a sampler for every label with n_y <= B; samples top each label up to B.
+      need = counts <= b
+
+      def gen(st):
+        st = stats_lib.refresh_factors(st, need)
+        return st, stats_lib.sample(st, rng, b)
+
+      st, fake = jax.lax.cond(all_seen, gen,
+                              lambda st: (st, jnp.zeros((m, b, dim), rows.dtype)), st)
+      gen_mask = (jnp.arange(b)[None, :] < (b - counts)[:, None]) & all_seen
+      x = jnp.concatenate([rows, fake.reshape(m * b, dim)], 0)
+      y = jnp.concatenate([labels, jnp.repeat(jnp.arange(m, dtype=labels.dtype), b)], 0)
+      valid = jnp.concatenate([mask, gen_mask.reshape(-1)], 0)
+      generated = jnp.sum(gen_mask)
+    x = x.reshape((-1,) + tuple(model.activation_shape))
+
+    def loss_fn(phi):
+      return losses.masked_mean_ce(model.server_apply(phi, x), y, valid)
+
+    loss, grads = jax.value_and_grad(loss_fn)(state.server)
+    lr = optim.learning_rate(hp.lr, state.global_iter, hp.lr_decay)
+    phi, server_opt = optim.apply(tx, state.server, grads, state.server_opt, lr)
+    state = state.replace(server=phi, server_opt=server_opt, stats=st,
+                          server_updates=state.server_updates + 1)
+    return state, loss, generated
+
+  def upload(state, slot, agg_weight, aggregate):
+    theta = _index(state.slots, slot)
+    model_sum = tree_map(lambda s, p: s + agg_weight * p, state.model_sum, theta)
+    model_weight = state.model_weight + agg_weight
+
+    def flush(args):
+      model_sum, model_weight, glob, it = args
+      new_glob = tree_map(lambda s: s / model_weight, model_sum)
+      return (tree_map(jnp.zeros_like, model_sum), jnp.zeros_like(model_weight), new_glob, it + 1)
+
+    model_sum, model_weight, glob, it = jax.lax.cond(
+        aggregate, flush, lambda a: a,
+        (model_sum, model_weight, state.global_client, state.global_iter))
+    slots = _set(state.slots, slot, glob)     # the replacement starts from the newest aggregate
+    client_opt = state.client_opt
+    if not hp.shared_momentum:
+      client_opt = _set(client_opt, slot, tx.init(glob))
+    return state.replace(slots=slots, model_sum=model_sum, model_weight=model_weight,
+                         global_client=glob, global_iter=it, client_opt=client_opt)
+
+  def step(state: GasState, batch, rng):
+    slot = batch["slot"]
+    theta = _index(state.slots, slot)
+
+    def loss_fn(theta):
+      a = model.client_apply(theta, batch["x"])
+      logits = model.server_apply(state.server, a)
+      return losses.logit_adjusted_ce(logits, batch["y"], batch["mask"], batch["log_prior"]), a
+
+    (loss, a), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta)
+    lr = optim.learning_rate(hp.lr, state.global_iter, hp.lr_decay)
+    if hp.shared_momentum:
+      theta, client_opt = optim.apply(tx, theta, grads, state.client_opt, lr)
+    else:
+      theta, opt_k = optim.apply(tx, theta, grads, _index(state.client_opt, slot), lr)
+      client_opt = _set(state.client_opt, slot, opt_k)
+    pos = batch["buf_pos"]
+    state = state.replace(
+        slots=_set(state.slots, slot, theta), client_opt=client_opt,
+        acts=state.acts.at[pos].set(jax.lax.stop_gradient(a).reshape(b, dim)),
+        labels=state.labels.at[pos].set(batch["y"].astype(jnp.int32)),
+        row_mask=state.row_mask.at[pos].set(batch["mask"]),
+        tags=state.tags.at[pos].set(batch["tag"]))
+    key = jax.random.fold_in(rng, state.server_updates)
+    state, server_loss, generated = jax.lax.cond(
+        batch["server_update"], server_update,
+        lambda s, k: (s, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)), state, key)
+    state = jax.lax.cond(batch["upload"],
+                         lambda s: upload(s, slot, batch["agg_weight"], batch["aggregate"]),
+                         lambda s: s, state)
+    metrics = dict(client_loss=loss, server_loss=server_loss, generated=generated,
+                   grad_finite=jnp.all(jnp.array([jnp.all(jnp.isfinite(g))
+                                                  for g in jax.tree_util.tree_leaves(grads)])))
+    return state, metrics
+
+  def evaluate(state: GasState, x, y, mask):
+    """Sums of correct predictions and CE over the masked rows, with theta_glob and phi."""
+    logits = model.server_apply(state.server, model.client_apply(state.global_client, x))
+    ce = jax.nn.log_softmax(logits)
+    nll = -jnp.take_along_axis(ce, y[:, None], 1)[:, 0]
+    correct = (jnp.argmax(logits, -1) == y)
+    return jnp.sum(correct * mask), jnp.sum(nll * mask)
+
+  return Algorithm(init=init, step=step, evaluate=evaluate, hparams=hp)

@@ -1,0 +1,184 @@
+"""Per-label weighted Gaussian statistics of activations (paper eq. 11-12, spec §1.5).
+
+The server keeps, for every label y, the weighted mean mu_y and covariance Sigma_y of all real
+activations it has received, each row weighted by its tag w_i (spec §1.6). New rows arrive in
+batches (one server update's buffer) and are merged by the exact weighted parallel
+(Chan/Welford) recurrence, which equals eq. (11)-(12) applied row by row:
+
+    W' = W + W_b,   mu' = (W mu + sum_i w_i a_i) / W'
+    W' Sigma' = W Sigma + W (mu - mu')(mu - mu')^T + sum_i w_i (a_i - mu')(a_i - mu')^T  [+ W' r I]
+
+i.e. the old statistics enter as one pseudo-row mu with weight W. REF adds r = 1e-5 * I on every
+merge after the first (spec §1.5, §6.3); the paper adds nothing (`jitter=0`).
+
+We store the unnormalised scatter S_y = W_y Sigma_y, so a merge only *adds* outer products of the
+rows of label y to S_y: the rows of a batch are sorted into label-pure blocks and each block's
+Gram matrix is added to its label's slab, N D^2 work in total instead of M N D^2.
+
+Sampling (REF: torch MultivariateNormal) draws mu + L z with L = chol(Sigma). A factor is
+refreshed only for labels whose Sigma changed since the last factorisation and that need samples
+(spec §6.20: semantics-preserving). If a factorisation fails (NaN in JAX), a diagonal jitter
+1e-6, 1e-5, ... is added inside jitted code, as REF retries (§1.5), so a sample is never NaN.
+"""
+import functools
+
+import chex
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+REF_JITTER = 1e-5
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+@struct.dataclass
+class GaussianStats:
+  mean: jax.Array      # [M, D]
+  scatter: jax.Array   # [M, D, D]  S_y = W_y * Sigma_y (REF jitter included)
+  weight: jax.Array    # [M]        W_y, sum of the tags of every row merged so far
+  jitter: jax.Array    # [M]        accumulated isotropic jitter r_y contained in Sigma_y
+  seen: jax.Array      # [M] bool   label has statistics
+  chol: jax.Array      # [M, D, D]  cached Cholesky factor of Sigma_y
+  chol_fresh: jax.Array  # [M] bool  chol matches the current Sigma_y
+
+  @property
+  def num_labels(self) -> int:
+    return self.mean.shape[0]
+
+  @property
+  def dim(self) -> int:
+    return self.mean.shape[1]
+
+
+def init(num_labels: int, dim: int, dtype=jnp.float32) -> GaussianStats:
+  return GaussianStats(
+      mean=jnp.zeros((num_labels, dim), dtype),
+      scatter=jnp.zeros((num_labels, dim, dim), dtype),
+      weight=jnp.zeros((num_labels,), dtype),
+      jitter=jnp.zeros((num_labels,), dtype),
+      seen=jnp.zeros((num_labels,), bool),
+      chol=jnp.zeros((num_labels, dim, dim), dtype),
+      chol_fresh=jnp.zeros((num_labels,), bool))
+
+
+def covariance(stats: GaussianStats) -> jax.Array:
+  """Sigma_y = S_y / W_y for every label ([M, D, D]; zeros for unseen labels)."""
+  w = jnp.where(stats.seen, stats.weight, 1.0)
+  return stats.scatter / w[:, None, None]
+
+
+def nbytes(stats: GaussianStats) -> int:
+  return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(stats))
+
+
+def label_blocks(labels: jax.Array, valid: jax.Array, num_labels: int, block: int):
+  """Positions that sort rows into blocks of `block` rows holding a single label each.
+
+  Returns (pos [N], block_label [nb]); invalid rows get position nb*block (dropped by a
+  scatter with mode="drop"); block_label == num_labels marks an empty block. nb is static:
+  ceil(N / block) + num_labels.
+  """
+  n = labels.shape[0]
+  nb = -(-n // block) + num_labels
+  lab = jnp.where(valid, labels, num_labels)
+  onehot = jax.nn.one_hot(lab, num_labels + 1, dtype=jnp.int32)
+  rank = jnp.take_along_axis(jnp.cumsum(onehot, 0), lab[:, None], 1)[:, 0] - 1
+  counts = onehot.sum(0)[:num_labels]
+  nblk = (counts + block - 1) // block
+  ends = jnp.cumsum(nblk)
+  first = jnp.concatenate([jnp.zeros((1,), ends.dtype), ends[:-1], ends[-1:]])
+  pos = jnp.where(valid, first[lab] * block + rank, nb * block)
+  block_label = jnp.searchsorted(ends, jnp.arange(nb), side="right")
+  return pos, block_label
+
+
+def merge(stats: GaussianStats, x: jax.Array, labels: jax.Array, w: jax.Array, *,
+          jitter: float = REF_JITTER, block: int = 16) -> GaussianStats:
+  """Merges rows x [N, D] with labels [N] and weights w [N] (0 = ignore) into the statistics."""
+  chex.assert_rank(x, 2)
+  chex.assert_equal_shape_prefix([x, labels, w], 1)
+  m, d = stats.num_labels, stats.dim
+  x = x.astype(stats.mean.dtype)
+  w = w.astype(stats.mean.dtype)
+  onehot = jax.nn.one_hot(labels, m, dtype=x.dtype) * w[:, None]       # [N, M]
+  wb = onehot.sum(0)                                                   # [M]
+  merged = wb > 0
+  w_new = stats.weight + wb
+  w_safe = jnp.where(merged, w_new, 1.0)
+  wsum_x = jnp.matmul(onehot.T, x, precision=_HIGHEST)                   # [M, D]
+  old_w = jnp.where(stats.seen, stats.weight, 0.0)
+  mean_new = jnp.where(merged[:, None],
+                       (old_w[:, None] * stats.mean + wsum_x) / w_safe[:, None], stats.mean)
+  # Rows to add as outer products: the batch rows, plus one pseudo-row per merged seen label
+  # (its old mean, weight W_y), all centred at the new mean and scaled by sqrt(weight).
+  pseudo_w = jnp.where(merged & stats.seen, stats.weight, 0.0)
+  rows = jnp.concatenate([x, stats.mean], 0)
+  row_lab = jnp.concatenate([labels, jnp.arange(m, dtype=labels.dtype)], 0)
+  row_w = jnp.concatenate([w, pseudo_w], 0)
+  centred = (rows - mean_new[row_lab]) * jnp.sqrt(row_w)[:, None]
+  pos, block_label = label_blocks(row_lab, row_w > 0, m, block)
+  nb = block_label.shape[0]
+  blocks = jnp.zeros((nb * block, d), x.dtype).at[pos].set(centred, mode="drop")
+  blocks = blocks.reshape(nb, block, d)
+
+  def add_block(b, scatter):
+    y = block_label[b]
+
+    def add(s):
+      xb = blocks[b]
+      return s.at[y].add(jnp.matmul(xb.T, xb, precision=_HIGHEST))
+    return jax.lax.cond(y < m, add, lambda s: s, scatter)
+
+  scatter = jax.lax.fori_loop(0, nb, add_block, stats.scatter)
+  # REF: +jitter*I on every merge after the first sight (Sigma' += j I  <=>  S' += W' j I).
+  add_j = jnp.where(merged & stats.seen, jitter, 0.0)
+  scatter = scatter + (add_j * w_new)[:, None, None] * jnp.eye(d, dtype=x.dtype)
+  d_frac = jnp.where(merged, old_w / w_safe, 1.0)
+  jit_new = jnp.where(merged, d_frac * stats.jitter + add_j, stats.jitter)
+  return stats.replace(
+      mean=mean_new, scatter=scatter, weight=w_new, jitter=jit_new,
+      seen=stats.seen | merged, chol_fresh=stats.chol_fresh & ~merged)
+
+
+def cholesky_with_jitter(cov: jax.Array, max_tries: int = 100) -> jax.Array:
+  """chol(cov); on failure chol(cov + eps I) for eps = 1e-6, 1e-5, ... (REF's retry ladder)."""
+  eye = jnp.eye(cov.shape[-1], dtype=cov.dtype)
+  cov = 0.5 * (cov + cov.T)
+
+  def failed(l):
+    return ~jnp.all(jnp.isfinite(l))
+
+  def body(carry):
+    i, _ = carry
+    eps = jnp.asarray(1e-6, cov.dtype) * jnp.asarray(10.0, cov.dtype) ** i
+    return i + 1, jnp.linalg.cholesky(cov + eps * eye)
+
+  l0 = jnp.linalg.cholesky(cov)
+  _, l = jax.lax.while_loop(lambda c: failed(c[1]) & (c[0] < max_tries), body, (0, l0))
+  # Last resort (never reached in practice): a diagonal factor, so samples stay finite.
+  diag = jnp.sqrt(jnp.clip(jnp.diagonal(cov), 0.0) + 1e-6)
+  return jnp.where(failed(l), jnp.diag(diag), l)
+
+
+def refresh_factors(stats: GaussianStats, need: jax.Array) -> GaussianStats:
+  """Refactorises Sigma_y for labels with need[y] whose factor is stale (one jitted call)."""
+  todo = need & stats.seen & ~stats.chol_fresh
+  cov = covariance(stats)
+
+  def one(args):
+    c, l, do = args
+    return jax.lax.cond(do, cholesky_with_jitter, lambda _: l, c)
+
+  chol = jax.lax.map(one, (cov, stats.chol, todo))
+  return stats.replace(chol=chol, chol_fresh=stats.chol_fresh | todo)
+
+
+def sample(stats: GaussianStats, key: jax.Array, num: int) -> jax.Array:
+  """num samples per label, mu_y + L_y z ([M, num, D]); uses the cached factors."""
+  z = jax.random.normal(key, (stats.num_labels, num, stats.dim), stats.mean.dtype)
+  return stats.mean[:, None, :] + jnp.einsum("mnd,med->mne", z, stats.chol, precision=_HIGHEST)
+
+
+@functools.partial(jax.jit, static_argnames=("jitter", "block"))
+def merge_jit(stats, x, labels, w, jitter=REF_JITTER, block=16):
+  return merge(stats, x, labels, w, jitter=jitter, block=block)

@@ -1,0 +1,115 @@
+"""Host-side replay of GAS's asynchronous arrival order (spec §1.2-1.4).
+
+The order in which clients act depends only on the simulated clock (compute speeds, uplink rates,
+FLOPs and bits per split) and on the replacement draws, never on the training itself, so the host
+computes it ahead and the device just executes the resulting events. One event = one client local
+step: the client with the smallest clock acts (ties -> earlier slot), its activation goes to
+activation-buffer position `buf_pos`; when the buffer holds C minibatches the server updates; a
+client that finished E steps uploads its model, and a uniformly drawn inactive client takes its
+slot at the departing client's clock, starting from the newest aggregate.
+"""
+import dataclasses
+from typing import List
+
+import numpy as np
+
+from gas_jax.system.timing import TimeModel
+
+
+@dataclasses.dataclass(frozen=True)
+class Event:
+  client: int
+  slot: int
+  counter_tag: int     # REF weight tag: the client's weight counter wc_k (spec §1.6)
+  progress: int        # number of server updates before this step (paper's n, spec §6.2)
+  buf_pos: int         # position in the activation buffer
+  server_update: bool  # the buffer is full after this step -> server update
+  upload: bool         # the client's E-th step -> model upload and replacement
+  aggregate: bool      # the model buffer is full after this upload -> new global model
+  time: float          # the client's clock when this step's backward ended
+  iteration_time: float = 0.0   # for aggregate events: max upload time of the flushed models
+
+
+class GasScheduler:
+  """Simulated clocks, active set, replacement and weight counters of REF's GAS loop."""
+
+  def __init__(self, time_model: TimeModel, num_clients: int, participating: int,
+               local_iters: int, seed: int):
+    self.tm = time_model
+    self.K, self.C, self.E = num_clients, participating, local_iters
+    self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5C4E]))
+    self.active = self.rng.permutation(self.K)[: self.C].astype(np.int64)
+    self.tau = np.zeros(self.K)
+    for k in self.active:
+      self.tau[k] = self.tm.compute(k) + self.tm.upload_activation(k)
+    self.wc = np.ones(self.K, np.int64)
+    self.count = np.zeros(self.K, np.int64)
+    self.total_weight = 1        # REF "total_weight_count" (TW)
+    self.server_updates = 0      # U
+    self.q_s = 0
+    self.q_c = 0
+    self.global_iters = 0
+    self.round_times: List[float] = []
+
+  def next_event(self) -> Event:
+    s = int(np.argmin(self.tau[self.active]))
+    k = int(self.active[s])
+    tag = int(self.wc[k])
+    self.wc[k] += 1
+    progress = self.server_updates
+    buf_pos = self.q_s
+    self.q_s += 1
+    self.tau[k] += self.tm.compute(k)          # backward
+    server_update = self.q_s == self.C
+    if server_update:
+      self.server_updates += 1
+      self.q_s = 0
+    self.count[k] += 1
+    upload = bool(self.count[k] == self.E)
+    aggregate, iteration_time = False, 0.0
+    time = float(self.tau[k])
+    if upload:
+      self.count[k] = 0
+      self.q_c += 1
+      self.tau[k] += self.tm.upload_model(k)
+      self.round_times.append(float(self.tau[k]))
+      if self.q_c == self.C:
+        self.total_weight += self.server_updates
+        self.q_c = 0
+        self.global_iters += 1
+        aggregate, iteration_time = True, max(self.round_times)
+        self.round_times = []
+      inactive = np.setdiff1d(np.arange(self.K), self.active)
+      j = int(self.rng.choice(inactive))
+      self.active[s] = j
+      self.wc[j] = self.total_weight
+      self.tau[j] = self.tau[k] + self.tm.compute(j) + self.tm.upload_activation(j)
+    else:
+      self.tau[k] += self.tm.compute(k) + self.tm.upload_activation(k)
+    return Event(client=k, slot=s, counter_tag=tag, progress=progress, buf_pos=buf_pos,
+                 server_update=server_update, upload=upload, aggregate=aggregate,
+                 time=time, iteration_time=iteration_time)
+
+  def next_iteration(self) -> List[Event]:
+    """Events up to and including the next aggregation (one global iteration)."""
+    events = []
+    while True:
+      ev = self.next_event()
+      events.append(ev)
+      if ev.aggregate:
+        return events
+
+  def state_dict(self) -> dict:
+    return dict(rng=self.rng.bit_generator.state, active=self.active.copy(),
+                tau=self.tau.copy(), wc=self.wc.copy(), count=self.count.copy(),
+                total_weight=self.total_weight, server_updates=self.server_updates,
+                q_s=self.q_s, q_c=self.q_c, global_iters=self.global_iters,
+                round_times=list(self.round_times))
+
+  def load_state_dict(self, d: dict) -> None:
+    self.rng.bit_generator.state = d["rng"]
+    for name in ("active", "tau", "wc", "count"):
+      setattr(self, name, np.array(d[name]))
+    for name in ("total_weight", "server_updates", "q_s", "q_c", "global_iters"):
+      setattr(self, name, int(d[name]))
+    self.round_times = [float(x) for x in d["round_times"]]
