@@ -5,7 +5,7 @@ setup(
     name="gas-jax",
     version="0.1.0",
     description="GAS (Generative Activation-aided Asynchronous Split FL) and baselines in JAX/Flax",
-    packages=find_packages(include=["gas_jax", "gas_jax.*"]),
+    packages=find_packages(include=["gas_jax", "gas_jax.*", "configs"]),
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.10,<0.11", "flax", "optax", "chex", "ml-collections", "absl-py",

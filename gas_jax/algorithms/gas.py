@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import struct
 
 from gas_jax import losses, optim, stats as stats_lib
@@ -45,27 +46,44 @@ class GasHParams:
 
 
 @struct.dataclass
-class GasState:
+class ClientState:
+  """Everything on the client side of the split (small: C copies of the client model)."""
   slots: Any             # client params of the C in-flight clients, stacked on axis 0
   global_client: Any     # theta_glob, the newest aggregate
   model_sum: Any         # model buffer: running weighted sum of uploaded client models
   model_weight: jax.Array
-  server: Any            # phi
   client_opt: Any        # shared (REF) or stacked per slot
+  global_iter: jax.Array
+
+
+@struct.dataclass
+class ServerState:
+  server: Any            # phi
   server_opt: Any
-  acts: jax.Array        # activation buffer [C, B, D]
+  stats: stats_lib.GaussianStats
+  server_updates: jax.Array
+
+
+@struct.dataclass
+class ActivationBuffer:
+  acts: jax.Array        # [C, B, D]
   labels: jax.Array      # [C, B]
   row_mask: jax.Array    # [C, B] bool (partial minibatches are padded)
   tags: jax.Array        # [C] weight tag of each buffered minibatch
-  stats: stats_lib.GaussianStats
-  server_updates: jax.Array
-  global_iter: jax.Array
+
+
+@struct.dataclass
+class GasState:
+  client: ClientState
+  server: ServerState
+  buffer: ActivationBuffer
 
 
 @dataclasses.dataclass(frozen=True)
 class Algorithm:
   init: Callable
-  step: Callable
+  client_step: Callable    # (ClientState, batch, rng) -> (ClientState, outputs)
+  server_step: Callable    # (ServerState, batch, rng) -> (ServerState, metrics)
   evaluate: Callable
   hparams: Any
 
@@ -82,48 +100,45 @@ def _set(tree, i, value):
   return tree_map(lambda p, v: p.at[i].set(v), tree, value)
 
 
-@ALGORITHMS.register("gas")
 def build(model, hp: GasHParams) -> Algorithm:
   c, b, m = hp.participating, hp.batch_size, hp.num_classes
-  dim = int(jnp.prod(jnp.array(model.activation_shape)))
+  dim = int(np.prod(model.activation_shape))
   tx = optim.make_transform(hp.optimizer, hp.momentum, hp.weight_decay, hp.clip_norm)
 
-  def init(rng):
+  def init(rng) -> GasState:
     theta, phi = model.init(rng)
     client_opt = tx.init(theta)
-    return GasState(
+    client = ClientState(
         slots=_stack(theta, c), global_client=theta,
         model_sum=tree_map(jnp.zeros_like, theta), model_weight=jnp.zeros((), jnp.float32),
-        server=phi,
         client_opt=client_opt if hp.shared_momentum else _stack(client_opt, c),
-        server_opt=tx.init(phi),
+        global_iter=jnp.zeros((), jnp.int32))
+    server = ServerState(server=phi, server_opt=tx.init(phi),
+                         stats=stats_lib.init(m, dim if hp.generate else 1),
+                         server_updates=jnp.zeros((), jnp.int32))
+    buffer = ActivationBuffer(
         acts=jnp.zeros((c, b, dim), jnp.float32), labels=jnp.zeros((c, b), jnp.int32),
-        row_mask=jnp.zeros((c, b), bool), tags=jnp.zeros((c,), jnp.float32),
-        stats=stats_lib.init(m, dim if hp.generate else 1),
-        server_updates=jnp.zeros((), jnp.int32), global_iter=jnp.zeros((), jnp.int32))
+        row_mask=jnp.zeros((c, b), bool), tags=jnp.zeros((c,), jnp.float32))
+    return GasState(client=client, server=server, buffer=buffer)
 
-  def server_update(state, rng):
-    rows = state.acts.reshape(c * b, dim)
-    labels = state.labels.reshape(-1)
-    mask = state.row_mask.reshape(-1)
+  def server_step(state: ServerState, batch, rng):
+    """SERVER_UPDATE (spec §1.5). batch: {"buffer": ActivationBuffer, "global_iter": int}."""
+    buf = batch["buffer"]
+    rows = buf.acts.reshape(c * b, dim)
+    labels = buf.labels.reshape(-1)
+    mask = buf.row_mask.reshape(-1)
     x, y, valid = rows, labels, mask
     generated = jnp.zeros((), jnp.int32)
     st = state.stats
     if hp.generate:
-      weights = jnp.where(mask, jnp.repeat(state.tags, b), 0.0)
+      weights = jnp.where(mask, jnp.repeat(buf.tags, b), 0.0)
       st = stats_lib.merge(st, rows, labels, weights, jitter=hp.stats_jitter,
                            block=hp.stats_block)
       counts = jnp.sum(jax.nn.one_hot(labels, m, dtype=jnp.int32) * mask[:, None], 0)
       all_seen = jnp.all(st.seen)
       # REF builds a sampler for every label with n_y <= B; samples top each label up to B.
-      need = counts <= b
-
-      def gen(st):
-        st = stats_lib.refresh_factors(st, need)
-        return st, stats_lib.sample(st, rng, b)
-
-      st, fake = jax.lax.cond(all_seen, gen,
-                              lambda st: (st, jnp.zeros((m, b, dim), rows.dtype)), st)
+      st = stats_lib.refresh_factors(st, (counts <= b) & all_seen)
+      fake = stats_lib.sample(st, jax.random.fold_in(rng, state.server_updates), b)
       gen_mask = (jnp.arange(b)[None, :] < (b - counts)[:, None]) & all_seen
       x = jnp.concatenate([rows, fake.reshape(m * b, dim)], 0)
       y = jnp.concatenate([labels, jnp.repeat(jnp.arange(m, dtype=labels.dtype), b)], 0)
@@ -135,13 +150,13 @@ def build(model, hp: GasHParams) -> Algorithm:
       return losses.masked_mean_ce(model.server_apply(phi, x), y, valid)
 
     loss, grads = jax.value_and_grad(loss_fn)(state.server)
-    lr = optim.learning_rate(hp.lr, state.global_iter, hp.lr_decay)
+    lr = optim.learning_rate(hp.lr, batch["global_iter"], hp.lr_decay)
     phi, server_opt = optim.apply(tx, state.server, grads, state.server_opt, lr)
     state = state.replace(server=phi, server_opt=server_opt, stats=st,
                           server_updates=state.server_updates + 1)
-    return state, loss, generated
+    return state, dict(server_loss=loss, generated=generated, grad_finite=_finite(grads))
 
-  def upload(state, slot, agg_weight, aggregate):
+  def upload(state: ClientState, slot, agg_weight, aggregate):
     theta = _index(state.slots, slot)
     model_sum = tree_map(lambda s, p: s + agg_weight * p, state.model_sum, theta)
     model_weight = state.model_weight + agg_weight
@@ -161,13 +176,16 @@ def build(model, hp: GasHParams) -> Algorithm:
     return state.replace(slots=slots, model_sum=model_sum, model_weight=model_weight,
                          global_client=glob, global_iter=it, client_opt=client_opt)
 
-  def step(state: GasState, batch, rng):
+  def client_step(state: ClientState, batch, rng):
+    """One client local step; batch holds x, y, mask, log_prior, slot, upload flags and the
+    current server params ("server"). Returns the activation for the server's buffer."""
+    del rng   # the supported client models are deterministic
     slot = batch["slot"]
     theta = _index(state.slots, slot)
 
     def loss_fn(theta):
       a = model.client_apply(theta, batch["x"])
-      logits = model.server_apply(state.server, a)
+      logits = model.server_apply(batch["server"], a)
       return losses.logit_adjusted_ce(logits, batch["y"], batch["mask"], batch["log_prior"]), a
 
     (loss, a), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta)
@@ -177,31 +195,48 @@ def build(model, hp: GasHParams) -> Algorithm:
     else:
       theta, opt_k = optim.apply(tx, theta, grads, _index(state.client_opt, slot), lr)
       client_opt = _set(state.client_opt, slot, opt_k)
-    pos = batch["buf_pos"]
-    state = state.replace(
-        slots=_set(state.slots, slot, theta), client_opt=client_opt,
-        acts=state.acts.at[pos].set(jax.lax.stop_gradient(a).reshape(b, dim)),
-        labels=state.labels.at[pos].set(batch["y"].astype(jnp.int32)),
-        row_mask=state.row_mask.at[pos].set(batch["mask"]),
-        tags=state.tags.at[pos].set(batch["tag"]))
-    key = jax.random.fold_in(rng, state.server_updates)
-    state, server_loss, generated = jax.lax.cond(
-        batch["server_update"], server_update,
-        lambda s, k: (s, jnp.zeros((), jnp.float32), jnp.zeros((), jnp.int32)), state, key)
+    state = state.replace(slots=_set(state.slots, slot, theta), client_opt=client_opt)
     state = jax.lax.cond(batch["upload"],
                          lambda s: upload(s, slot, batch["agg_weight"], batch["aggregate"]),
                          lambda s: s, state)
-    metrics = dict(client_loss=loss, server_loss=server_loss, generated=generated,
-                   grad_finite=jnp.all(jnp.array([jnp.all(jnp.isfinite(g))
-                                                  for g in jax.tree_util.tree_leaves(grads)])))
-    return state, metrics
+    out = dict(act=jax.lax.stop_gradient(a).reshape(b, dim), client_loss=loss,
+               grad_finite=_finite(grads))
+    return state, out
 
   def evaluate(state: GasState, x, y, mask):
     """Sums of correct predictions and CE over the masked rows, with theta_glob and phi."""
-    logits = model.server_apply(state.server, model.client_apply(state.global_client, x))
-    ce = jax.nn.log_softmax(logits)
-    nll = -jnp.take_along_axis(ce, y[:, None], 1)[:, 0]
-    correct = (jnp.argmax(logits, -1) == y)
+    logits = model.server_apply(state.server.server,
+                                model.client_apply(state.client.global_client, x))
+    nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], 1)[:, 0]
+    correct = jnp.argmax(logits, -1) == y
     return jnp.sum(correct * mask), jnp.sum(nll * mask)
 
-  return Algorithm(init=init, step=step, evaluate=evaluate, hparams=hp)
+  return Algorithm(init=init, client_step=client_step, server_step=server_step,
+                   evaluate=evaluate, hparams=hp)
+
+
+def _finite(tree):
+  return jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(tree)]))
+
+
+def hparams_from_config(config, num_classes: int, generate: bool) -> GasHParams:
+  return GasHParams(
+      participating=config.clients.participating, batch_size=config.clients.batch_size,
+      num_classes=num_classes, generate=generate, lr=config.optimizer.lr,
+      lr_decay=config.optimizer.decay, optimizer=config.optimizer.name,
+      momentum=config.optimizer.momentum, weight_decay=config.optimizer.weight_decay,
+      clip_norm=config.optimizer.clip_norm,
+      shared_momentum=config.clients.momentum == "shared",
+      stats_jitter=config.stats.jitter, stats_block=config.stats.block)
+
+
+@ALGORITHMS.register("gas")
+def make_gas(model, config, num_classes: int) -> Algorithm:
+  """GAS; `config.generate=False` is the "GAS without generation" ablation."""
+  return build(model, hparams_from_config(config, num_classes, bool(config.generate)))
+
+
+@ALGORITHMS.register("gas_nogen")
+def make_gas_nogen(model, config, num_classes: int) -> Algorithm:
+  """GAS without generative activations (same as algorithm=gas, generate=False)."""
+  return build(model, hparams_from_config(config, num_classes, False))

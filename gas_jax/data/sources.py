@@ -143,3 +143,6 @@ def _synthetic(data_dir: Optional[str]) -> Dataset:
   """The default synthetic dataset: 8x8x1, 10 classes, 1000 train / 200 test."""
   del data_dir
   return synthetic_dataset((8, 8, 1), 10, 1000, 200, seed=0)
+
+
+from gas_jax.data import real  # noqa: E402,F401  (registers the real datasets)

@@ -1,0 +1,144 @@
+"""Validation of a whole config before anything runs (one place, every field).
+
+Each failure raises `ConfigError` naming the field, the value and what is allowed. `validate` runs
+before any data is loaded; `validate_with_data` checks what needs the dataset's class count.
+"""
+import os
+
+import ml_collections
+
+from gas_jax.registry import ALGORITHMS, DATASETS, MODELS
+
+
+class ConfigError(ValueError):
+  """A config field has a value that is not allowed."""
+
+
+def _fail(field, value, allowed):
+  raise ConfigError(f"{field}={value!r} is invalid: {allowed}")
+
+
+def _get(config, field):
+  node = config
+  for part in field.split("."):
+    if part not in node:
+      raise ConfigError(f"{field} is missing from the config")
+    node = node[part]
+  return node
+
+
+def _positive_int(config, field):
+  v = _get(config, field)
+  if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+    _fail(field, v, "must be an integer > 0")
+
+
+def _positive(config, field):
+  v = _get(config, field)
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+    _fail(field, v, "must be a number > 0")
+
+
+def _non_negative(config, field):
+  v = _get(config, field)
+  if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+    _fail(field, v, "must be a number >= 0")
+
+
+def _choice(config, field, allowed):
+  v = _get(config, field)
+  if v not in allowed:
+    _fail(field, v, f"allowed: {', '.join(map(str, allowed))}")
+
+
+def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
+  """Checks every field that can be checked without the data."""
+  # Importing the plugin packages fills the registries.
+  import gas_jax.algorithms  # noqa: F401
+  import gas_jax.data.sources  # noqa: F401
+  import gas_jax.models  # noqa: F401
+  from gas_jax.models.registry import check_split
+
+  if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
+    _fail("seed", config.seed, "must be an integer >= 0")
+  _choice(config, "algorithm", ALGORITHMS.names())
+  _choice(config, "generate", (True, False))
+  _positive_int(config, "num_global_iters")
+  _choice(config, "data.name", DATASETS.names())
+  _choice(config, "data.partition", ("iid", "shard", "dirichlet"))
+  _positive_int(config, "data.shards")
+  _positive(config, "data.alpha")
+  _positive_int(config, "data.min_size")
+  for f in ("clients.num", "clients.participating", "clients.local_iters", "clients.batch_size"):
+    _positive_int(config, f)
+  if config.clients.participating > config.clients.num:
+    _fail("clients.participating", config.clients.participating,
+          f"must be <= clients.num ({config.clients.num})")
+  _choice(config, "clients.momentum", ("shared", "per_client"))
+  _choice(config, "clients.aggregation", ("uniform", "data_size"))
+  _choice(config, "optimizer.name", ("sgd", "adam"))
+  _positive(config, "optimizer.lr")
+  _non_negative(config, "optimizer.momentum")
+  _non_negative(config, "optimizer.weight_decay")
+  _non_negative(config, "optimizer.clip_norm")
+  _choice(config, "optimizer.decay", ("none", "sqrt"))
+  _choice(config, "model.name", MODELS.names())
+  try:
+    check_split(config.model.name, config.model.split, MODELS.get(config.model.name).splits)
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
+  _choice(config, "weighting.fn", ("ref", "linear", "exp", "poly"))
+  _positive(config, "weighting.a")
+  _non_negative(config, "weighting.b")
+  _non_negative(config, "stats.jitter")
+  _positive_int(config, "stats.block")
+  _positive(config, "time.compute_min")
+  _positive(config, "time.compute_max")
+  if config.time.compute_max < config.time.compute_min:
+    _fail("time.compute_max", config.time.compute_max, "must be >= time.compute_min")
+  _positive(config, "time.distance_min_km")
+  _positive(config, "time.distance_max_km")
+  if config.time.distance_max_km < config.time.distance_min_km:
+    _fail("time.distance_max_km", config.time.distance_max_km, "must be >= time.distance_min_km")
+  _positive_int(config, "execution.chunk")
+  _positive_int(config, "eval_batch_size")
+  _positive(config, "log_every_s")
+  if workdir is not None:
+    _check_workdir(workdir)
+
+
+def _check_workdir(workdir: str) -> None:
+  path = os.path.abspath(workdir)
+  probe = path
+  while not os.path.exists(probe):
+    parent = os.path.dirname(probe)
+    if parent == probe:
+      break
+    probe = parent
+  if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+    raise ConfigError(f"workdir={workdir!r} is invalid: {probe} is not a writable directory")
+
+
+def validate_with_data(config: ml_collections.ConfigDict, num_classes: int,
+                       num_train: int) -> None:
+  """Checks that need the dataset (class count, sizes), still before any training."""
+  k = config.clients.num
+  if config.data.partition == "shard" and (config.data.shards * k) % num_classes:
+    _fail("data.shards", config.data.shards,
+          f"data.shards * clients.num ({config.data.shards} * {k}) must be divisible by the "
+          f"number of classes ({num_classes})")
+  if config.data.partition == "dirichlet" and config.data.min_size * k > num_train:
+    _fail("data.min_size", config.data.min_size,
+          f"min_size * clients.num must be <= the {num_train} training samples")
+
+
+def apply_partition_arg(config: ml_collections.ConfigDict, arg: str) -> None:
+  """Config argument 'shard2', 'shard4', 'dir0.1', 'iid' -> data.partition/shards/alpha."""
+  if arg.startswith("shard"):
+    config.data.partition, config.data.shards = "shard", int(arg[5:] or 2)
+  elif arg.startswith("dir"):
+    config.data.partition, config.data.alpha = "dirichlet", float(arg[3:])
+  elif arg == "iid":
+    config.data.partition = "iid"
+  else:
+    raise ConfigError(f"config argument {arg!r} is invalid: use shardN, dirALPHA or iid")

@@ -1,0 +1,35 @@
+r"""Command line: `python -m gas_jax.main --config=configs/digits.py --workdir=DIR`.
+
+Every config field can be overridden, e.g. `--config.clients.local_iters=20`.
+"""
+import sys
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from gas_jax import config as config_lib
+from gas_jax import train
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and checkpoints.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  try:
+    summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except (config_lib.ConfigError, FileNotFoundError) as e:
+    sys.exit(f"error: {e}")
+  except ValueError as e:   # plugin lookups and data checks name their config field
+    if "=" in str(e).split(" ")[0]:
+      sys.exit(f"error: {e}")
+    raise
+  logging.info("summary: %s", summary)
+
+
+if __name__ == "__main__":
+  app.run(main)

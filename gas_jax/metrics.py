@@ -1,0 +1,98 @@
+"""Run outputs: config.json, metrics.jsonl (one row per global iteration), summary.json, and a
+progress line with ETA. Every file is written atomically (temp file + os.replace), so a crash
+never leaves a half-written file."""
+import json
+import os
+import tempfile
+import time
+from typing import Dict, List, Optional
+
+from absl import logging
+
+FINAL_WINDOW = 5   # final_accuracy = mean test accuracy over the last 5 global iterations
+
+
+def atomic_write(path: str, text: str) -> None:
+  d = os.path.dirname(os.path.abspath(path))
+  os.makedirs(d, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+    raise
+
+
+def summarize(rows: List[Dict], extra: Optional[Dict] = None) -> Dict:
+  accs = [r["test_accuracy"] for r in rows]
+  last = accs[-FINAL_WINDOW:]
+  out = dict(
+      final_accuracy=sum(last) / len(last) if last else float("nan"),
+      best_accuracy=max(accs) if accs else float("nan"),
+      global_iterations=len(rows),
+      simulated_time_s=rows[-1]["simulated_time_s"] if rows else 0.0,
+      wall_time_s=rows[-1]["wall_time_s"] if rows else 0.0)
+  out.update(extra or {})
+  return out
+
+
+class MetricsWriter:
+  """Holds the rows of a run and rewrites metrics.jsonl atomically after each iteration."""
+
+  def __init__(self, workdir: str, rows: Optional[List[Dict]] = None):
+    self.workdir = workdir
+    self.rows: List[Dict] = list(rows or [])
+    os.makedirs(workdir, exist_ok=True)
+
+  @property
+  def metrics_path(self) -> str:
+    return os.path.join(self.workdir, "metrics.jsonl")
+
+  def write_config(self, config_dict: Dict) -> None:
+    atomic_write(os.path.join(self.workdir, "config.json"),
+                 json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
+
+  def append(self, row: Dict) -> None:
+    self.rows.append(row)
+    atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.rows))
+
+  def write_summary(self, extra: Optional[Dict] = None) -> Dict:
+    summary = summarize(self.rows, extra)
+    atomic_write(os.path.join(self.workdir, "summary.json"),
+                 json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def read_rows(workdir: str) -> List[Dict]:
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(line) for line in f if line.strip()]
+
+
+class Progress:
+  """Logs 'iteration x/T, accuracy, simulated time, ETA' at least every `every_s` seconds."""
+
+  def __init__(self, total: int, every_s: float = 10.0, start_iter: int = 0):
+    self.total, self.every_s = total, every_s
+    self.start = time.time()
+    self.start_iter = start_iter
+    self.last = -float("inf")
+
+  def update(self, row: Dict, force: bool = False) -> None:
+    now = time.time()
+    done = row["global_iteration"]
+    if not force and now - self.last < self.every_s and done < self.total:
+      return
+    self.last = now
+    rate = (now - self.start) / max(done - self.start_iter, 1)
+    eta = rate * (self.total - done)
+    logging.info("iteration %d/%d  test_accuracy %.4f  test_loss %.4f  simulated %.1f s  "
+                 "wall %.1f s  ETA %.0f s", done, self.total, row["test_accuracy"],
+                 row["test_loss"], row["simulated_time_s"], row["wall_time_s"], eta)
