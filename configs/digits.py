@@ -54,6 +54,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.weighting.b = 1.0
 
   c.stats = ml_collections.ConfigDict()
+  c.stats.method = "sqrt"         # "sqrt": Sigma = G^T G / W + r I (exact, no Cholesky) | "cholesky" (REF-literal)
   c.stats.jitter = 1e-5           # REF adds jitter*I on every merge; 0 = paper eq. (12)
   c.stats.block = 16              # rows per label-pure block in the merge
 

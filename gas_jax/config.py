@@ -90,6 +90,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   _choice(config, "weighting.fn", ("ref", "linear", "exp", "poly"))
   _positive(config, "weighting.a")
   _non_negative(config, "weighting.b")
+  _choice(config, "stats.method", ("sqrt", "cholesky"))
   _non_negative(config, "stats.jitter")
   _positive_int(config, "stats.block")
   _positive(config, "time.compute_min")

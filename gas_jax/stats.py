@@ -61,13 +61,17 @@ def init(num_labels: int, dim: int, dtype=jnp.float32) -> GaussianStats:
       chol_fresh=jnp.zeros((num_labels,), bool))
 
 
-def covariance(stats: GaussianStats) -> jax.Array:
-  """Sigma_y = S_y / W_y for every label ([M, D, D]; zeros for unseen labels)."""
+def covariance(stats) -> jax.Array:
+  """Sigma_y for every label ([M, D, D]; zeros for unseen labels). Explicit: for tests/debug."""
   w = jnp.where(stats.seen, stats.weight, 1.0)
+  if isinstance(stats, SqrtStats):
+    gram = jnp.einsum("mcd,mce->mde", stats.rows, stats.rows, precision=_HIGHEST)
+    eye = jnp.eye(stats.dim, dtype=gram.dtype)
+    return (gram / w[:, None, None] + stats.jitter[:, None, None] * eye) * stats.seen[:, None, None]
   return stats.scatter / w[:, None, None]
 
 
-def nbytes(stats: GaussianStats) -> int:
+def nbytes(stats) -> int:
   return sum(x.size * x.dtype.itemsize for x in jax.tree_util.tree_leaves(stats))
 
 
@@ -92,12 +96,14 @@ def label_blocks(labels: jax.Array, valid: jax.Array, num_labels: int, block: in
   return pos, block_label
 
 
-def merge(stats: GaussianStats, x: jax.Array, labels: jax.Array, w: jax.Array, *,
-          jitter: float = REF_JITTER, block: int = 16) -> GaussianStats:
-  """Merges rows x [N, D] with labels [N] and weights w [N] (0 = ignore) into the statistics."""
+def _merge_rows(stats, x, labels, w, jitter, block):
+  """Shared part of the merge: new mean/weight/jitter and the rows to add as outer products.
+
+  Returns (mean, weight, jitter, merged, blocks [nb, block, D], block_label [nb]).
+  """
   chex.assert_rank(x, 2)
   chex.assert_equal_shape_prefix([x, labels, w], 1)
-  m, d = stats.num_labels, stats.dim
+  m, d = stats.mean.shape
   x = x.astype(stats.mean.dtype)
   w = w.astype(stats.mean.dtype)
   onehot = jax.nn.one_hot(labels, m, dtype=x.dtype) * w[:, None]       # [N, M]
@@ -119,7 +125,20 @@ def merge(stats: GaussianStats, x: jax.Array, labels: jax.Array, w: jax.Array, *
   pos, block_label = label_blocks(row_lab, row_w > 0, m, block)
   nb = block_label.shape[0]
   blocks = jnp.zeros((nb * block, d), x.dtype).at[pos].set(centred, mode="drop")
-  blocks = blocks.reshape(nb, block, d)
+  add_j = jnp.where(merged & stats.seen, jitter, 0.0)     # REF: no jitter on first sight
+  d_frac = jnp.where(merged, old_w / w_safe, 1.0)
+  jit_new = jnp.where(merged, d_frac * stats.jitter + add_j, stats.jitter)
+  return (mean_new, w_new, jit_new, add_j, merged, blocks.reshape(nb, block, d), block_label)
+
+
+def merge(stats, x: jax.Array, labels: jax.Array, w: jax.Array, *,
+          jitter: float = REF_JITTER, block: int = 16):
+  """Merges rows x [N, D] with labels [N] and weights w [N] (0 = ignore) into the statistics."""
+  if isinstance(stats, SqrtStats):
+    return _merge_sqrt(stats, x, labels, w, jitter, block)
+  m, d = stats.num_labels, stats.dim
+  mean_new, w_new, jit_new, add_j, merged, blocks, block_label = _merge_rows(
+      stats, x, labels, w, jitter, block)
 
   def add_block(b, scatter):
     y = block_label[b]
@@ -129,12 +148,9 @@ def merge(stats: GaussianStats, x: jax.Array, labels: jax.Array, w: jax.Array, *
       return s.at[y].add(jnp.matmul(xb.T, xb, precision=_HIGHEST))
     return jax.lax.cond(y < m, add, lambda s: s, scatter)
 
-  scatter = jax.lax.fori_loop(0, nb, add_block, stats.scatter)
-  # REF: +jitter*I on every merge after the first sight (Sigma' += j I  <=>  S' += W' j I).
-  add_j = jnp.where(merged & stats.seen, jitter, 0.0)
-  scatter = scatter + (add_j * w_new)[:, None, None] * jnp.eye(d, dtype=x.dtype)
-  d_frac = jnp.where(merged, old_w / w_safe, 1.0)
-  jit_new = jnp.where(merged, d_frac * stats.jitter + add_j, stats.jitter)
+  scatter = jax.lax.fori_loop(0, block_label.shape[0], add_block, stats.scatter)
+  # Sigma' += j I  <=>  S' += W' j I.
+  scatter = scatter + (add_j * w_new)[:, None, None] * jnp.eye(d, dtype=scatter.dtype)
   return stats.replace(
       mean=mean_new, scatter=scatter, weight=w_new, jitter=jit_new,
       seen=stats.seen | merged, chol_fresh=stats.chol_fresh & ~merged)
@@ -160,8 +176,11 @@ def cholesky_with_jitter(cov: jax.Array, max_tries: int = 100) -> jax.Array:
   return jnp.where(failed(l), jnp.diag(diag), l)
 
 
-def refresh_factors(stats: GaussianStats, need: jax.Array) -> GaussianStats:
-  """Refactorises Sigma_y for labels with need[y] whose factor is stale (one jitted call)."""
+def refresh_factors(stats, need: jax.Array):
+  """Refactorises Sigma_y for labels with need[y] whose factor is stale (one jitted call).
+  A no-op for the square-root factor, which needs no factorisation."""
+  if isinstance(stats, SqrtStats):
+    return stats
   todo = need & stats.seen & ~stats.chol_fresh
   cov = covariance(stats)
 
@@ -173,10 +192,103 @@ def refresh_factors(stats: GaussianStats, need: jax.Array) -> GaussianStats:
   return stats.replace(chol=chol, chol_fresh=stats.chol_fresh | todo)
 
 
-def sample(stats: GaussianStats, key: jax.Array, num: int) -> jax.Array:
-  """num samples per label, mu_y + L_y z ([M, num, D]); uses the cached factors."""
+def sample(stats, key: jax.Array, num: int) -> jax.Array:
+  """num samples per label ([M, num, D]): mu_y + L_y z with the cached Cholesky factors, or
+  mu_y + G_y^T z1 / sqrt(W_y) + sqrt(r_y) z2 with the square-root factor."""
+  if isinstance(stats, SqrtStats):
+    return _sample_sqrt(stats, key, num)
   z = jax.random.normal(key, (stats.num_labels, num, stats.dim), stats.mean.dtype)
   return stats.mean[:, None, :] + jnp.einsum("mnd,med->mne", z, stats.chol, precision=_HIGHEST)
+
+
+# ---------------------------------------------------------------------------------------------
+# Square-root factor (default): Sigma_y = G_y^T G_y / W_y + r_y I, never formed explicitly.
+
+
+@struct.dataclass
+class SqrtStats:
+  """Sigma_y = G_y^T G_y / W_y + r_y I with G_y the rows sqrt(w_i)(a_i - mu) merged so far.
+
+  A merge appends its centred rows (and the old mean's pseudo-row) to G_y; when G_y would
+  overflow its capacity it is compressed to its R factor (G = QR => G^T G = R^T R, D rows).
+  Samples mu + G^T z1 / sqrt(W) + sqrt(r) z2 have exactly REF's covariance, cost BLAS-3 only,
+  need no Cholesky (hence no jitter ladder) and are never NaN.
+  """
+  mean: jax.Array      # [M, D]
+  rows: jax.Array      # [M, cap, D]  G_y (unused rows are zero)
+  used: jax.Array      # [M] int32    rows of G_y in use
+  weight: jax.Array    # [M]
+  jitter: jax.Array    # [M]  r_y
+  seen: jax.Array      # [M] bool
+
+  @property
+  def num_labels(self) -> int:
+    return self.mean.shape[0]
+
+  @property
+  def dim(self) -> int:
+    return self.mean.shape[1]
+
+
+def init_sqrt(num_labels: int, dim: int, capacity: int, dtype=jnp.float32) -> SqrtStats:
+  return SqrtStats(mean=jnp.zeros((num_labels, dim), dtype),
+                   rows=jnp.zeros((num_labels, capacity, dim), dtype),
+                   used=jnp.zeros((num_labels,), jnp.int32),
+                   weight=jnp.zeros((num_labels,), dtype), jitter=jnp.zeros((num_labels,), dtype),
+                   seen=jnp.zeros((num_labels,), bool))
+
+
+def sqrt_capacity(dim: int, batch_rows: int, num_labels: int, block: int) -> int:
+  """Rows per label: D after a compression plus room for about D more rows of merges."""
+  per_merge = (-(-(batch_rows + num_labels) // block) + num_labels) * block
+  return 2 * dim + per_merge
+
+
+def _compress(g):
+  """[cap, D] -> same shape, first min(cap, D) rows = R of G = QR (G^T G preserved)."""
+  r = jnp.linalg.qr(g, mode="r")
+  return jnp.zeros_like(g).at[: r.shape[0]].set(r)
+
+
+def _merge_sqrt(stats: SqrtStats, x, labels, w, jitter, block):
+  m, cap, d = stats.rows.shape
+  mean_new, w_new, jit_new, _, merged, blocks, block_label = _merge_rows(
+      stats, x, labels, w, jitter, block)
+  nblk = jnp.sum(jax.nn.one_hot(block_label, m, dtype=jnp.int32), 0)
+  overflow = stats.used + nblk * block > cap
+  min_rows = min(cap, d)
+
+  def maybe_compress(args):
+    g, used, full = args
+    return jax.lax.cond(full, lambda g: (_compress(g), jnp.int32(min_rows)),
+                        lambda g: (g, used), g)
+
+  rows, used = jax.lax.map(maybe_compress, (stats.rows, stats.used, overflow))
+
+  def append(b, carry):
+    rows, used = carry
+    y = jnp.minimum(block_label[b], m - 1)
+    ok = block_label[b] < m
+    start = jnp.where(ok, used[y], 0)
+    cur = jax.lax.dynamic_slice(rows, (y, start, 0), (1, block, d))
+    new = jnp.where(ok, blocks[b][None], cur)
+    rows = jax.lax.dynamic_update_slice(rows, new, (y, start, 0))
+    return rows, used.at[y].add(jnp.where(ok, block, 0))
+
+  rows, used = jax.lax.fori_loop(0, block_label.shape[0], append, (rows, used))
+  return stats.replace(mean=mean_new, rows=rows, used=used, weight=w_new, jitter=jit_new,
+                       seen=stats.seen | merged)
+
+
+def _sample_sqrt(stats: SqrtStats, key, num):
+  m, cap, d = stats.rows.shape
+  k1, k2 = jax.random.split(key)
+  z1 = jax.random.normal(k1, (m, num, cap), stats.mean.dtype)
+  z2 = jax.random.normal(k2, (m, num, d), stats.mean.dtype)
+  inv_sqrt_w = 1.0 / jnp.sqrt(jnp.where(stats.seen, stats.weight, 1.0))
+  low = jnp.einsum("mnc,mcd->mnd", z1, stats.rows, precision=_HIGHEST)
+  return (stats.mean[:, None, :] + low * inv_sqrt_w[:, None, None]
+          + jnp.sqrt(stats.jitter)[:, None, None] * z2)
 
 
 @functools.partial(jax.jit, static_argnames=("jitter", "block"))

@@ -43,6 +43,7 @@ class GasHParams:
   shared_momentum: bool = True  # REF: one client momentum buffer shared by all clients
   stats_jitter: float = stats_lib.REF_JITTER
   stats_block: int = 16
+  stats_method: str = "sqrt"    # "sqrt" (square-root factor, default) | "cholesky" (REF-literal)
 
 
 @struct.dataclass
@@ -113,8 +114,13 @@ def build(model, hp: GasHParams) -> Algorithm:
         model_sum=tree_map(jnp.zeros_like, theta), model_weight=jnp.zeros((), jnp.float32),
         client_opt=client_opt if hp.shared_momentum else _stack(client_opt, c),
         global_iter=jnp.zeros((), jnp.int32))
-    server = ServerState(server=phi, server_opt=tx.init(phi),
-                         stats=stats_lib.init(m, dim if hp.generate else 1),
+    if not hp.generate:
+      stats = stats_lib.init(m, 1)       # unused placeholder
+    elif hp.stats_method == "cholesky":
+      stats = stats_lib.init(m, dim)
+    else:
+      stats = stats_lib.init_sqrt(m, dim, stats_lib.sqrt_capacity(dim, c * b, m, hp.stats_block))
+    server = ServerState(server=phi, server_opt=tx.init(phi), stats=stats,
                          server_updates=jnp.zeros((), jnp.int32))
     buffer = ActivationBuffer(
         acts=jnp.zeros((c, b, dim), jnp.float32), labels=jnp.zeros((c, b), jnp.int32),
@@ -227,7 +233,8 @@ def hparams_from_config(config, num_classes: int, generate: bool) -> GasHParams:
       momentum=config.optimizer.momentum, weight_decay=config.optimizer.weight_decay,
       clip_norm=config.optimizer.clip_norm,
       shared_momentum=config.clients.momentum == "shared",
-      stats_jitter=config.stats.jitter, stats_block=config.stats.block)
+      stats_jitter=config.stats.jitter, stats_block=config.stats.block,
+      stats_method=config.stats.method)
 
 
 @ALGORITHMS.register("gas")
