@@ -1,10 +1,11 @@
 """GAS: Generative Activation-aided Asynchronous Split FL (Yang & Liu, AAAI 2025), REF semantics.
 
-`build(...)` returns pure `init` / `step` / `evaluate` functions over a frozen `GasState`.
-`step(state, batch, rng) -> (state, metrics)` executes one client local step as the host
-scheduler ordered it (spec §1.3):
+`build(...)` returns pure `init` / `client_step` / `server_step` / `evaluate` functions over
+frozen states (`ClientState`, `ServerState`, `ActivationBuffer`). The host scheduler orders the
+events (spec §1.3); each has the shape `(state, batch, rng) -> (state, metrics)`:
 
-1. client forward A = f_c(theta_slot; x); A, y and the weight tag enter the activation buffer;
+1. client forward A = f_c(theta_slot; x); A, y and the weight tag enter the activation buffer
+   (the engine writes `client_step`'s returned activation at the scheduler's buffer position);
 2. client gradient of the logit-adjusted loss CE(f_s(phi; A) + log p_k, y) (eq. 6) through the
    *current* server model phi (phi is not updated by it); SGD step on theta_slot (shared momentum);
 3. if the buffer now holds C minibatches: SERVER_UPDATE (spec §1.5) - merge the real rows into the

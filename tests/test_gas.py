@@ -1,0 +1,133 @@
+"""GAS step semantics against hand computations (spec §0, §1.3-1.8)."""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import gas_jax.models  # noqa: F401
+from gas_jax import engine
+from gas_jax.algorithms import gas
+from gas_jax.models.registry import get_model
+
+C, B, M = 2, 4, 3
+
+
+@pytest.fixture(scope="module")
+def model():
+  return get_model("cnn_small", "default", M, (8, 8, 1))
+
+
+def _algo(model, **kw):
+  hp = gas.GasHParams(participating=C, batch_size=B, num_classes=M, **kw)
+  return gas.build(model, hp)
+
+
+def _batch(state, slot, seed, upload=False, aggregate=False, agg_weight=1.0, labels=None):
+  rng = np.random.default_rng(seed)
+  y = np.asarray(labels if labels is not None else rng.integers(0, M, B), np.int32)
+  return dict(slot=np.int32(slot), x=rng.normal(size=(B, 8, 8, 1)).astype(np.float32),
+              y=y, mask=np.ones(B, bool), log_prior=np.zeros(M, np.float32),
+              upload=np.bool_(upload), aggregate=np.bool_(aggregate),
+              agg_weight=np.float32(agg_weight), server=state.server.server)
+
+
+def test_shared_momentum_matches_pytorch_formula(model):
+  """Two steps by two clients share one buffer: buf = 0.9 buf + (clip(g) + wd w); w -= lr buf."""
+  algo = _algo(model, lr=0.1)
+  state = algo.init(jax.random.key(0))
+  cs = state.client
+  loss_fn = lambda th, b: gas.losses.logit_adjusted_ce(   # noqa: E731
+      model.server_apply(b["server"], model.client_apply(th, b["x"])), b["y"], b["mask"],
+      b["log_prior"])
+  b0, b1 = _batch(state, 0, 1), _batch(state, 1, 2)
+  th0 = jax.tree_util.tree_map(lambda p: np.asarray(p[0], np.float64), cs.slots)
+  th1 = jax.tree_util.tree_map(lambda p: np.asarray(p[1], np.float64), cs.slots)
+
+  def clipped(g):
+    norm = np.sqrt(sum(np.sum(np.square(x)) for x in jax.tree_util.tree_leaves(g)))
+    return jax.tree_util.tree_map(lambda x: x * min(1.0, 10.0 / norm), g)
+
+  g0 = jax.tree_util.tree_map(np.asarray, jax.grad(loss_fn)(
+      jax.tree_util.tree_map(lambda p: p[0], cs.slots), b0))
+  buf = jax.tree_util.tree_map(lambda g, w: g + 5e-4 * w, clipped(g0), th0)
+  exp0 = jax.tree_util.tree_map(lambda w, u: w - 0.1 * u, th0, buf)
+  cs, _ = jax.jit(algo.client_step)(cs, b0, jax.random.key(1))
+  g1 = jax.tree_util.tree_map(np.asarray, jax.grad(loss_fn)(
+      jax.tree_util.tree_map(lambda p: p[1], cs.slots), b1))
+  buf = jax.tree_util.tree_map(lambda bf, g, w: 0.9 * bf + g + 5e-4 * w, buf, clipped(g1), th1)
+  exp1 = jax.tree_util.tree_map(lambda w, u: w - 0.1 * u, th1, buf)
+  cs, _ = jax.jit(algo.client_step)(cs, b1, jax.random.key(1))
+  chex.assert_trees_all_close(jax.tree_util.tree_map(lambda p: p[0], cs.slots), exp0,
+                              rtol=1e-4, atol=1e-6)
+  chex.assert_trees_all_close(jax.tree_util.tree_map(lambda p: p[1], cs.slots), exp1,
+                              rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("weights", [(1.0, 1.0), (30.0, 10.0)])
+def test_model_buffer_aggregation(model, weights):
+  """After C uploads theta_glob is the weighted mean of the uploaded models; slots restart there."""
+  algo = _algo(model, lr=0.05)
+  state = algo.init(jax.random.key(0))
+  cs = state.client
+  step = jax.jit(algo.client_step)
+  cs, _ = step(cs, _batch(state, 0, 1, upload=True, agg_weight=weights[0]), jax.random.key(0))
+  # After a non-aggregating upload the slot restarts from the (old) global model.
+  chex.assert_trees_all_close(jax.tree_util.tree_map(lambda p: p[0], cs.slots), cs.global_client)
+  up0 = jax.tree_util.tree_map(np.asarray, cs.model_sum)
+  cs, _ = step(cs, _batch(state, 1, 2), jax.random.key(0))
+  last = _batch(state, 1, 3, upload=True, aggregate=True, agg_weight=weights[1])
+  # The same step without the upload flags shows the model that slot 1 uploads.
+  no_up, _ = step(cs, dict(last, upload=np.bool_(False), aggregate=np.bool_(False)),
+                  jax.random.key(0))
+  theta1 = jax.tree_util.tree_map(lambda p: np.asarray(p[1], np.float64), no_up.slots)
+  cs, _ = step(cs, last, jax.random.key(0))
+  assert int(cs.global_iter) == 1
+  w0, w1 = weights
+  theta0 = jax.tree_util.tree_map(lambda a: a / w0, up0)
+  expected = jax.tree_util.tree_map(lambda a, b_: (w0 * a + w1 * b_) / (w0 + w1), theta0, theta1)
+  chex.assert_trees_all_close(cs.global_client, expected, rtol=1e-5, atol=1e-6)
+  glob = jax.tree_util.tree_map(np.asarray, cs.global_client)
+  # model_sum was reset and both slots' future start = glob
+  chex.assert_trees_all_close(cs.model_sum, jax.tree_util.tree_map(np.zeros_like, glob))
+  chex.assert_trees_all_close(jax.tree_util.tree_map(lambda p: p[1], cs.slots), glob)
+  assert float(cs.model_weight) == 0.0
+
+
+def test_generation_tops_labels_up_to_b(model):
+  """generated = sum_y max(0, B - n_y) once all labels have statistics, 0 before (spec §1.5)."""
+  algo = _algo(model)
+  state = algo.init(jax.random.key(0))
+  run = engine.make_server_runner(algo)
+  dim = int(np.prod(model.activation_shape))
+  rng = np.random.default_rng(0)
+
+  def buffer(labels):
+    labels = np.asarray(labels, np.int32).reshape(C, B)
+    return gas.ActivationBuffer(acts=jnp.asarray(rng.normal(size=(C, B, dim)), jnp.float32),
+                                labels=jnp.asarray(labels), row_mask=jnp.ones((C, B), bool),
+                                tags=jnp.ones((C,), jnp.float32))
+
+  ss = state.server
+  ss, m1 = run(ss, buffer([0, 0, 0, 1, 1, 1, 1, 1]), np.int32(0), jax.random.key(0))
+  assert int(m1["generated"]) == 0                     # label 2 not seen yet: no generation
+  ss, m2 = run(ss, buffer([2, 2, 0, 0, 0, 0, 0, 0]), np.int32(0), jax.random.key(0))
+  # n = (6, 0, 2): max(0, 4-6) + (4-0) + (4-2) = 6
+  assert int(m2["generated"]) == 6
+  assert int(ss.server_updates) == 2
+  assert bool(jnp.all(ss.stats.seen))
+
+
+def test_nogen_has_no_generation(model):
+  algo = _algo(model, generate=False)
+  state = algo.init(jax.random.key(0))
+  buf = state.buffer.replace(row_mask=jnp.ones((C, B), bool))
+  ss, m = engine.make_server_runner(algo)(state.server, buf, np.int32(0), jax.random.key(0))
+  assert int(m["generated"]) == 0
+  assert bool(jnp.isfinite(m["server_loss"]))
+
+
+def test_lr_decay_sqrt():
+  from gas_jax import optim
+  np.testing.assert_allclose(float(optim.learning_rate(0.01, jnp.int32(3), "sqrt")), 0.01 / 2.0)
+  assert optim.learning_rate(0.01, jnp.int32(3), "none") == 0.01
