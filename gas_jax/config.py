@@ -54,7 +54,7 @@ def _choice(config, field, allowed):
 def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   """Checks every field that can be checked without the data."""
   # Importing the plugin packages fills the registries.
-  import gas_jax.algorithms  # noqa: F401
+  import gas_jax.runners  # noqa: F401
   import gas_jax.data.sources  # noqa: F401
   import gas_jax.models  # noqa: F401
   from gas_jax.models.registry import check_split

@@ -1,2 +1,1 @@
-"""Algorithms, registered by name in `gas_jax.registry.ALGORITHMS`."""
-from gas_jax.algorithms import gas  # noqa: F401
+"""Pure algorithm builders (init/step functions over frozen states)."""

@@ -24,7 +24,6 @@ import numpy as np
 from flax import struct
 
 from gas_jax import losses, optim, stats as stats_lib
-from gas_jax.registry import ALGORITHMS
 
 tree_map = jax.tree_util.tree_map
 
@@ -236,15 +235,3 @@ def hparams_from_config(config, num_classes: int, generate: bool) -> GasHParams:
       shared_momentum=config.clients.momentum == "shared",
       stats_jitter=config.stats.jitter, stats_block=config.stats.block,
       stats_method=config.stats.method)
-
-
-@ALGORITHMS.register("gas")
-def make_gas(model, config, num_classes: int) -> Algorithm:
-  """GAS; `config.generate=False` is the "GAS without generation" ablation."""
-  return build(model, hparams_from_config(config, num_classes, bool(config.generate)))
-
-
-@ALGORITHMS.register("gas_nogen")
-def make_gas_nogen(model, config, num_classes: int) -> Algorithm:
-  """GAS without generative activations (same as algorithm=gas, generate=False)."""
-  return build(model, hparams_from_config(config, num_classes, False))

@@ -1,0 +1,109 @@
+"""The GAS host loop: replays the scheduler's events through the jitted GAS steps (spec §1.3).
+
+Per global iteration: the scheduler lists the events up to the next aggregation; each client step
+is one jitted call (minibatch gathered on the device by index); after every C-th step the server
+update runs (statistics merge, generation, server SGD step).
+"""
+import math
+
+import jax
+import numpy as np
+
+from gas_jax import engine
+from gas_jax.algorithms import gas
+from gas_jax.registry import ALGORITHMS
+from gas_jax.runners import RunContext, finite_check
+from gas_jax.system import scheduler as scheduler_lib
+
+
+def weight_tag(config, ev: scheduler_lib.Event) -> float:
+  """s(n) of an activation (spec §1.6): REF counter, or the paper's functions of n = U + 1."""
+  fn, a, b = config.weighting.fn, config.weighting.a, config.weighting.b
+  n = ev.progress + 1
+  if fn == "ref":
+    return float(ev.counter_tag)
+  if fn == "linear":
+    return float(n)
+  if fn == "exp":
+    return float(a * math.exp(b * n))
+  return float(a * n ** b)   # "poly"
+
+
+class GasRunner:
+  """Host loop of GAS; `generate=False` gives "GAS without generation"."""
+
+  def __init__(self, ctx: RunContext, generate: bool):
+    cfg = ctx.config
+    self.ctx, self.cfg = ctx, cfg
+    hp = gas.hparams_from_config(cfg, ctx.dataset.num_classes, generate)
+    self.algo = gas.build(ctx.model, hp)
+    self.scheduler = scheduler_lib.GasScheduler(
+        ctx.time_model, cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters,
+        cfg.seed)
+    key = jax.random.key(cfg.seed)
+    self.state = self.algo.init(jax.random.fold_in(key, 0))
+    self.step_key = jax.random.fold_in(key, 1)
+    self.server_key = jax.random.fold_in(key, 2)
+    self.client_run = engine.make_client_runner(self.algo)
+    self.server_run = engine.make_server_runner(self.algo)
+    self.agg_w = (np.ones(ctx.clients.num_clients) if cfg.clients.aggregation == "uniform"
+                  else ctx.clients.sizes.astype(np.float64))
+    self.client_steps = 0
+
+  def run_iteration(self) -> dict:
+    sched, clients = self.scheduler, self.ctx.clients
+    iteration = sched.global_iters
+    events = sched.next_iteration()
+    cs, ss, buf = self.state.client, self.state.server, self.state.buffer
+    client_out, server_out = [], []
+    for seg in engine.segments(events):
+      for ev in seg:
+        idx, mask = clients.next_batch(ev.client)
+        arrays = engine.event_arrays(ev, idx, mask, weight_tag(self.cfg, ev),
+                                     self.agg_w[ev.client], self.client_steps)
+        cs, buf, out = self.client_run(cs, buf, ss.server, self.ctx.data, arrays,
+                                       self.step_key)
+        client_out.append(out)
+        self.client_steps += 1
+      if seg[-1].server_update:
+        ss, sm = self.server_run(ss, buf, np.int32(iteration), self.server_key)
+        server_out.append(sm)
+    self.state = gas.GasState(client=cs, server=ss, buffer=buf)
+    client_out, server_out = jax.device_get((client_out, server_out))
+    client_loss = np.array([o["client_loss"] for o in client_out])
+    server_loss = np.array([o["server_loss"] for o in server_out])
+    finite_check(sched.global_iters, client_loss=client_loss,
+                 client_gradient=[o["grad_finite"] for o in client_out] or [True],
+                 server_loss=server_loss,
+                 server_gradient=[o["grad_finite"] for o in server_out] or [True])
+    generated = [float(o["generated"]) for o in server_out]
+    return dict(server_updates=sched.server_updates, client_steps=self.client_steps,
+                simulated_time_s=events[-1].iteration_time,
+                client_loss=float(np.mean(client_loss)),
+                server_loss=float(np.mean(server_loss)) if len(server_loss) else None,
+                generated_per_update=float(np.mean(generated)) if generated else 0.0)
+
+  def eval_params(self):
+    return self.state.client.global_client, self.state.server.server
+
+  def state_dict(self) -> dict:
+    return dict(device=self.state, scheduler=self.scheduler.state_dict(),
+                clients=self.ctx.clients.state_dict(), client_steps=self.client_steps)
+
+  def load_state_dict(self, d: dict) -> None:
+    self.state = d["device"]
+    self.scheduler.load_state_dict(d["scheduler"])
+    self.ctx.clients.load_state_dict(d["clients"])
+    self.client_steps = int(d["client_steps"])
+
+
+@ALGORITHMS.register("gas")
+def make_gas(ctx: RunContext) -> GasRunner:
+  """GAS; `config.generate=False` is the "GAS without generation" ablation."""
+  return GasRunner(ctx, bool(ctx.config.generate))
+
+
+@ALGORITHMS.register("gas_nogen")
+def make_gas_nogen(ctx: RunContext) -> GasRunner:
+  """GAS without generative activations (same as algorithm=gas, generate=False)."""
+  return GasRunner(ctx, False)
