@@ -68,6 +68,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   c.execution = ml_collections.ConfigDict()
   c.execution.chunk = 32          # events per compiled scan call (padding events are no-ops)
+  c.checkpoint_every = 10        # global iterations between checkpoints (also on SIGTERM/SIGINT)
+  c.checkpoints_to_keep = 2
   c.eval_batch_size = 1000
   c.log_every_s = 10.0
   return c

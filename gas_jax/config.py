@@ -103,6 +103,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
     _fail("time.distance_max_km", config.time.distance_max_km, "must be >= time.distance_min_km")
   _positive_int(config, "execution.chunk")
   _positive_int(config, "eval_batch_size")
+  _positive_int(config, "checkpoint_every")
+  _positive_int(config, "checkpoints_to_keep")
   _positive(config, "log_every_s")
   if workdir is not None:
     _check_workdir(workdir)

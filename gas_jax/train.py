@@ -9,6 +9,7 @@ scheduler draws and minibatch orders through numpy SeedSequences with distinct s
 model init and the device steps through `jax.random.fold_in` - so every algorithm sees the same
 partition and client capabilities for a seed (spec §6.13), whatever order things are built in.
 """
+import signal
 import time
 from typing import Dict
 
@@ -18,6 +19,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
+from gas_jax import checkpoint
 from gas_jax import config as config_lib
 from gas_jax import metrics as metrics_lib
 from gas_jax import runners
@@ -95,35 +97,88 @@ def build_context(config: ml_collections.ConfigDict) -> runners.RunContext:
                             time_model=time_model(config, model, profiles), data=data)
 
 
+class _StopRequest:
+  """SIGTERM/SIGINT -> finish the current global iteration, checkpoint, stop."""
+
+  def __init__(self):
+    self.signum = None
+    self._old = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._old[sig] = signal.signal(sig, self._handle)
+      except ValueError:    # not the main thread
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    logging.warning("signal %d: checkpointing after this global iteration, then stopping", signum)
+    self.signum = signum
+
+  def __exit__(self, *exc):
+    for sig, old in self._old.items():
+      signal.signal(sig, old)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
-  """Runs one experiment and writes its outputs to `workdir`; returns the summary."""
+  """Runs one experiment and writes its outputs to `workdir`; returns the summary.
+
+  A workdir that holds a checkpoint is resumed from it, with the same result as an
+  uninterrupted run.
+  """
   config_lib.validate(config, workdir)
   ctx = build_context(config)
   runner = ALGORITHMS.get(config.algorithm)(ctx)
   evaluate = Evaluator(ctx.model, ctx.dataset.x_test, ctx.dataset.y_test, config.eval_batch_size)
-  writer = metrics_lib.MetricsWriter(workdir)
+  ckpt = checkpoint.Checkpointer(workdir, config.checkpoints_to_keep)
+  rows, first, wall_offset = [], 1, 0.0
+  restored = ckpt.restore_latest(runner.state_dict()["device"])
+  if restored is not None:
+    step, device, host = restored
+    runner.load_state_dict(dict(host["runner"], device=device))
+    rows = metrics_lib.read_rows(workdir)[:step]
+    if len(rows) != step:
+      raise RuntimeError(f"{workdir}/metrics.jsonl has {len(rows)} rows, checkpoint {step}")
+    first, wall_offset = step + 1, float(host["wall_time_s"])
+    logging.info("resuming from the checkpoint at global iteration %d in %s", step,
+                 ckpt.directory)
+  writer = metrics_lib.MetricsWriter(workdir, rows)
   writer.write_config(config.to_dict())
   m = ctx.model
   logging.info("%s on %s: model %s/%s, activation %s, client %d params, server %d params",
                config.algorithm, config.data.name, m.name, m.split, m.activation_shape,
                m.client_params, m.server_params)
-  progress = metrics_lib.Progress(config.num_global_iters, config.log_every_s)
-  start = time.time()
+  progress = metrics_lib.Progress(config.num_global_iters, config.log_every_s, first - 1)
+  start = time.time() - wall_offset
   iter_walls = []
-  for it in range(1, config.num_global_iters + 1):
-    t0 = time.time()
-    info = runner.run_iteration()
-    ev = evaluate(runner.eval_params())
-    runners.finite_check(it, test_loss=ev["test_loss"])
-    iter_walls.append(time.time() - t0)
-    row = dict(global_iteration=it, server_updates=info.pop("server_updates"),
-               client_steps=info.pop("client_steps"),
-               simulated_time_s=info.pop("simulated_time_s"),
-               wall_time_s=time.time() - start, **ev, **info)
-    writer.append(row)
-    progress.update(row)
-  progress.update(writer.rows[-1], force=True)
+  with _StopRequest() as stop:
+    for it in range(first, config.num_global_iters + 1):
+      t0 = time.time()
+      info = runner.run_iteration()
+      ev = evaluate(runner.eval_params())
+      runners.finite_check(it, test_loss=ev["test_loss"])
+      iter_walls.append(time.time() - t0)
+      row = dict(global_iteration=it, server_updates=info.pop("server_updates"),
+                 client_steps=info.pop("client_steps"),
+                 simulated_time_s=info.pop("simulated_time_s"),
+                 wall_time_s=time.time() - start, **ev, **info)
+      writer.append(row)
+      progress.update(row)
+      if (it % config.checkpoint_every == 0 or it == config.num_global_iters
+          or stop.signum is not None):
+        state = runner.state_dict()
+        device = state.pop("device")
+        ckpt.save(it, device, dict(runner=state, wall_time_s=row["wall_time_s"]))
+      if stop.signum is not None:
+        ckpt.close()
+        raise SystemExit(128 + stop.signum)
+  ckpt.close()
+  if writer.rows:
+    progress.update(writer.rows[-1], force=True)
   steady = iter_walls[1:] or iter_walls
   return writer.write_summary(dict(
-      mean_iter_wall_s=float(np.mean(steady)), first_iter_wall_s=float(iter_walls[0]),
+      mean_iter_wall_s=float(np.mean(steady)) if steady else None,
+      first_iter_wall_s=float(iter_walls[0]) if iter_walls else None,
       seed=config.seed, algorithm=config.algorithm, generate=bool(config.generate)))
