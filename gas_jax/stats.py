@@ -258,12 +258,18 @@ def _merge_sqrt(stats: SqrtStats, x, labels, w, jitter, block):
   overflow = stats.used + nblk * block > cap
   min_rows = min(cap, d)
 
-  def maybe_compress(args):
-    g, used, full = args
-    return jax.lax.cond(full, lambda g: (_compress(g), jnp.int32(min_rows)),
-                        lambda g: (g, used), g)
+  def maybe_compress(y, carry):
+    rows, used = carry
 
-  rows, used = jax.lax.map(maybe_compress, (stats.rows, stats.used, overflow))
+    def compress(carry):
+      rows, used = carry
+      g = _compress(jax.lax.dynamic_index_in_dim(rows, y, keepdims=False))
+      return (jax.lax.dynamic_update_index_in_dim(rows, g, y, 0),
+              used.at[y].set(jnp.int32(min_rows)))
+    return jax.lax.cond(overflow[y], compress, lambda c: c, (rows, used))
+
+  # In place, label by label (a lax.map would copy every label's rows).
+  rows, used = jax.lax.fori_loop(0, m, maybe_compress, (stats.rows, stats.used))
 
   def append(b, carry):
     rows, used = carry

@@ -1,0 +1,144 @@
+r"""Benchmark of a config's GAS run: wall time per global iteration against the necessary FLOPs
+and this machine's measured fp32 matmul peak (one run, so the ratios are comparable).
+
+    python launch/benchmark.py --config=configs/digits.py --out=/tmp/bench.json
+    python launch/benchmark.py --config=configs/cifar10.py --out=/tmp/bench.json --iters=2
+
+With the dataset absent it uses synthetic inputs of the dataset's shapes. Writes JSON with:
+device, matmul_peak_gflops, flops_per_global_iter (necessary arithmetic counted from the model:
+per client step the client forward and backward plus the server forward and its input-gradient
+pass; per server update the server forward and backward over the real and generated rows),
+wall_s_per_global_iter (after warm-up), server_update_peak_fraction, cohort_peak_fraction
+(client steps), generation_fraction (share of wall time in statistics and sampling), stats_bytes.
+"""
+import json
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from gas_jax import config as config_lib  # noqa: E402
+from gas_jax import stats as stats_lib  # noqa: E402
+from gas_jax import train  # noqa: E402
+from gas_jax.data import sources  # noqa: E402
+from gas_jax.registry import ALGORITHMS  # noqa: E402
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.")
+_OUT = flags.DEFINE_string("out", None, "Output JSON file.")
+_ITERS = flags.DEFINE_integer("iters", 3, "Timed global iterations (after one warm-up).")
+_SYNTH_TRAIN = flags.DEFINE_integer("synthetic_train", 5000, "Synthetic train-set size.")
+
+SHAPES = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100),
+          "cinic10": ((32, 32, 3), 10), "svhn": ((32, 32, 3), 10),
+          "fashion_mnist": ((28, 28, 1), 10), "mnist": ((28, 28, 1), 10)}
+
+
+def matmul_peak_gflops() -> float:
+  n = 4096 if jax.default_backend() != "cpu" else 2048
+  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+  f = jax.jit(lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST))
+  f(a, a).block_until_ready()
+  best = float("inf")
+  for _ in range(5):
+    t = time.perf_counter()
+    f(a, a).block_until_ready()
+    best = min(best, time.perf_counter() - t)
+  return 2 * n ** 3 / best / 1e9
+
+
+class Timed:
+  """Wraps a jitted callable: blocks on its result and accumulates wall time per call."""
+
+  def __init__(self, fn):
+    self.fn, self.total, self.calls = fn, 0.0, 0
+
+  def __call__(self, *args):
+    t = time.perf_counter()
+    out = jax.block_until_ready(self.fn(*args))
+    self.total += time.perf_counter() - t
+    self.calls += 1
+    return out
+
+
+def build(config):
+  try:
+    return train.build_context(config), False
+  except (FileNotFoundError, ValueError):
+    shape, classes = SHAPES.get(config.data.name, ((8, 8, 1), 10))
+    ds = sources.synthetic_dataset(shape, classes, _SYNTH_TRAIN.value, 500, seed=0)
+    orig = sources.load_dataset
+    sources.load_dataset = lambda name, data_dir: ds
+    try:
+      return train.build_context(config), True
+    finally:
+      sources.load_dataset = orig
+
+
+def measure(config, iters):
+  ctx, synthetic = build(config)
+  runner = ALGORITHMS.get(config.algorithm)(ctx)
+  runner.run_iteration()                         # warm-up: compilation
+  runner.client_run = client_run = Timed(runner.client_run)
+  runner.server_run = server_run = Timed(runner.server_run)
+  t = time.perf_counter()
+  infos = [runner.run_iteration() for _ in range(iters)]
+  wall = (time.perf_counter() - t) / iters
+  return ctx, synthetic, runner, infos, wall, client_run, server_run
+
+
+def main(argv):
+  del argv
+  config = _CONFIG.value
+  config_lib.validate(config)
+  peak = matmul_peak_gflops()
+  ctx, synthetic, runner, infos, wall, crun, srun = measure(config, _ITERS.value)
+  m, b = ctx.model, config.clients.batch_size
+  c_macs, s_macs = m.client_macs, m.server_macs
+  client_step_flops = 2 * b * (3 * c_macs + 2 * s_macs)
+  gen = float(np.mean([i["generated_per_update"] for i in infos]))
+  real_rows = config.clients.participating * b
+  server_update_flops = 2 * 3 * s_macs * (real_rows + gen)
+  steps_per_iter = crun.calls / _ITERS.value
+  updates_per_iter = srun.calls / _ITERS.value
+  flops_iter = steps_per_iter * client_step_flops + updates_per_iter * server_update_flops
+  t_server = srun.total / max(srun.calls, 1)
+  t_client = crun.total / max(crun.calls, 1)
+  # Generation cost: the same server update with generation off, same buffers.
+  gen_fraction = None
+  if config.generate and config.algorithm == "gas":
+    nogen = config.copy_and_resolve_references()
+    nogen.generate = False
+    _, _, _, _, _, _, srun0 = measure(nogen, 1)
+    t_server0 = srun0.total / max(srun0.calls, 1)
+    gen_fraction = max(t_server - t_server0, 0.0) * updates_per_iter / wall
+  stats = runner.state.server.stats
+  out = dict(
+      device=f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}",
+      num_devices=jax.device_count(), config=config.data.name, model=f"{m.name}/{m.split}",
+      synthetic_data=synthetic, matmul_peak_gflops=peak,
+      flops_per_global_iter=flops_iter, wall_s_per_global_iter=wall,
+      wall_over_flops_at_peak=wall / (flops_iter / (peak * 1e9)),
+      client_steps_per_iter=steps_per_iter, server_updates_per_iter=updates_per_iter,
+      client_step_s=t_client, server_update_s=t_server,
+      server_update_peak_fraction=server_update_flops / t_server / (peak * 1e9),
+      cohort_peak_fraction=client_step_flops / t_client / (peak * 1e9),
+      generation_fraction=gen_fraction, generated_per_update=gen,
+      stats_method=config.stats.method, stats_bytes=stats_lib.nbytes(stats),
+      date=time.strftime("%Y-%m-%d"))
+  text = json.dumps(out, indent=2)
+  print(text)
+  if _OUT.value:
+    with open(_OUT.value, "w") as f:
+      f.write(text + "\n")
+
+
+if __name__ == "__main__":
+  flags.mark_flags_as_required(["config"])
+  app.run(main)
