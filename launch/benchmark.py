@@ -85,11 +85,14 @@ def measure(config, iters):
   ctx, synthetic = build(config)
   runner = ALGORITHMS.get(config.algorithm)(ctx)
   runner.run_iteration()                         # warm-up: compilation
-  runner.client_run = client_run = Timed(runner.client_run)
-  runner.server_run = server_run = Timed(runner.server_run)
   t = time.perf_counter()
   infos = [runner.run_iteration() for _ in range(iters)]
+  jax.block_until_ready(runner.state)
   wall = (time.perf_counter() - t) / iters
+  # Per-call times, blocking after each call (no overlap of host and device work).
+  runner.client_run = client_run = Timed(runner.client_run)
+  runner.server_run = server_run = Timed(runner.server_run)
+  infos += [runner.run_iteration() for _ in range(iters)]
   return ctx, synthetic, runner, infos, wall, client_run, server_run
 
 
