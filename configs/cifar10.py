@@ -18,7 +18,6 @@ def get_config(arg: str = ""):
   c.model.name = "alexnet"
   c.model.split = "L2"
   c.time.ref_constants = True
-  c.execution.chunk = 64
   if arg:
     from gas_jax import config as config_lib
     config_lib.apply_partition_arg(c, arg)

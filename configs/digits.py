@@ -67,9 +67,27 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.time.distance_max_km = 1.0
 
   c.execution = ml_collections.ConfigDict()
-  c.execution.chunk = 32          # events per compiled scan call (padding events are no-ops)
+  c.execution.cohort_size = -1    # -1 fastest for the backend (CPU 1, else 0) | 1 event by event | 0 unbounded | N
+  c.execution.devices = 0         # devices of the cohort mesh (0 = all local devices)
   c.checkpoint_every = 10        # global iterations between checkpoints (also on SIGTERM/SIGINT)
   c.checkpoints_to_keep = 2
   c.eval_batch_size = 1000
   c.log_every_s = 10.0
+  # Baselines (spec §2): REF semantics by default; published variants as options.
+  c.fedbuff = ml_collections.ConfigDict()
+  c.fedbuff.rule = "ref"          # "ref" (average the buffered models) | "paper" (buffered deltas)
+  c.fedbuff.server_lr = 1.0       # "paper": eta_g in w <- w + eta_g * mean(Delta)
+  c.fedbuff.staleness = "none"    # "paper": "none" | "sqrt" (Delta / sqrt(1 + staleness))
+  c.ca2fl = ml_collections.ConfigDict()
+  c.ca2fl.rule = "ref"            # "ref" (w += sum_k P_k h_k, all K caches) | "paper" (v = hbar + mean(Delta - h))
+  c.ca2fl.server_lr = 1.0         # "paper": eta in w <- w + eta * v
+  c.ca2fl.true_staleness = False  # False: REF aliasing (re-dispatched clients train from the live global)
+  c.s2fl = ml_collections.ConfigDict()
+  c.s2fl.num_groups = 2           # client groups per round (must divide clients.participating)
+  c.s2fl.search_passes = 100      # REF's grouping local-search passes
+  # Gradient dissimilarity of the server update (paper Fig. 2a, spec §1.10; GAS only).
+  c.grad_dissimilarity = ml_collections.ConfigDict()
+  c.grad_dissimilarity.enabled = False
+  c.grad_dissimilarity.batches = 10       # test minibatches averaged into the "true" gradient
+  c.grad_dissimilarity.batch_size = 128
   return c

@@ -101,7 +101,11 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   _positive(config, "time.distance_max_km")
   if config.time.distance_max_km < config.time.distance_min_km:
     _fail("time.distance_max_km", config.time.distance_max_km, "must be >= time.distance_min_km")
-  _positive_int(config, "execution.chunk")
+  if not isinstance(config.execution.cohort_size, int) or config.execution.cohort_size < -1:
+    _fail("execution.cohort_size", config.execution.cohort_size,
+          "-1 (auto), 0 (unbounded), 1 (event by event) or N > 1")
+  if not isinstance(config.execution.devices, int) or config.execution.devices < 0:
+    _fail("execution.devices", config.execution.devices, "0 (all local devices) or N >= 1")
   _positive_int(config, "eval_batch_size")
   _positive_int(config, "checkpoint_every")
   _positive_int(config, "checkpoints_to_keep")

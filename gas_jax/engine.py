@@ -29,6 +29,42 @@ def segments(events: Sequence) -> List[List]:
   return out
 
 
+def cohorts(events: Sequence, max_size: int) -> List[List]:
+  """Groups consecutive independent events: distinct slots, no server update or aggregation
+  before the last one (so all see the same phi), at most `max_size` (0 = unbounded)."""
+  out, cur, slots = [], [], set()
+  for ev in events:
+    if ev.slot in slots or (max_size and len(cur) == max_size):
+      out.append(cur)
+      cur, slots = [], set()
+    cur.append(ev)
+    slots.add(ev.slot)
+    if ev.server_update or ev.aggregate:
+      out.append(cur)
+      cur, slots = [], set()
+  if cur:
+    out.append(cur)
+  return out
+
+
+def bucket(n: int, multiple: int = 1) -> int:
+  """Padded cohort length: the next power of two >= n, rounded up to a multiple (devices)."""
+  size = 1
+  while size < n:
+    size *= 2
+  return -(-size // multiple) * multiple
+
+
+def stack_events(arrays: Sequence[Dict], length: int) -> Dict:
+  """Per-event dicts -> one dict of [length, ...] arrays plus "valid"; padding is inert."""
+  out = {k: np.zeros((length,) + np.shape(v), np.asarray(v).dtype) for k, v in arrays[0].items()}
+  for i, a in enumerate(arrays):
+    for k, v in a.items():
+      out[k][i] = v
+  out["valid"] = np.arange(length) < len(arrays)
+  return out
+
+
 def _maybe_count_traces(fn, max_traces):
   """Tests pass max_traces to check that a runner compiles only once (static shapes)."""
   return chex.assert_max_traces(fn, n=max_traces) if max_traces else fn
@@ -57,6 +93,36 @@ def make_client_runner(algo, max_traces: Optional[int] = None):
     buffer = buffer.replace(
         acts=buffer.acts.at[pos].set(out.pop("act")), labels=buffer.labels.at[pos].set(batch["y"]),
         row_mask=buffer.row_mask.at[pos].set(ev["mask"]), tags=buffer.tags.at[pos].set(ev["tag"]))
+    return cstate, buffer, out
+
+  return jax.jit(_maybe_count_traces(run, max_traces), donate_argnums=(0, 1))
+
+
+def make_cohort_runner(algo, mesh=None, max_traces: Optional[int] = None):
+  """jit(cohort_step) over a padded cohort [L] of independent events (issue: cohorts).
+
+  With a `mesh` (axis "clients"), the cohort axis of the inputs is sharded across its devices
+  and everything else (parameters, buffers) is replicated; XLA partitions the vmapped work.
+  """
+
+  def run(cstate, buffer, server_params, data, ev, rng):
+    batch = dict(ev)
+    batch["x"] = data["x"][ev["idx"]]
+    batch["y"] = data["y"][ev["idx"]]
+    batch["log_prior"] = data["log_prior"][ev["client"]]
+    if mesh is not None:
+      shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("clients"))
+      batch = jax.tree_util.tree_map(lambda a: jax.lax.with_sharding_constraint(a, shard),
+                                     batch)
+    batch["server"] = server_params
+    cstate, out = algo.cohort_step(cstate, batch, rng)
+    c = buffer.tags.shape[0]
+    pos = jnp.where(ev["valid"], ev["buf_pos"], c)      # padding events are dropped
+    buffer = buffer.replace(
+        acts=buffer.acts.at[pos].set(out.pop("act"), mode="drop"),
+        labels=buffer.labels.at[pos].set(batch["y"], mode="drop"),
+        row_mask=buffer.row_mask.at[pos].set(ev["mask"], mode="drop"),
+        tags=buffer.tags.at[pos].set(ev["tag"], mode="drop"))
     return cstate, buffer, out
 
   return jax.jit(_maybe_count_traces(run, max_traces), donate_argnums=(0, 1))

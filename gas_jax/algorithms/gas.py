@@ -87,6 +87,7 @@ class Algorithm:
   server_step: Callable    # (ServerState, batch, rng) -> (ServerState, metrics)
   evaluate: Callable
   hparams: Any
+  cohort_step: Callable = None   # (ClientState, batch[L], rng) -> (ClientState, outputs[L])
 
 
 def _stack(tree, n):
@@ -182,19 +183,19 @@ def build(model, hp: GasHParams) -> Algorithm:
     return state.replace(slots=slots, model_sum=model_sum, model_weight=model_weight,
                          global_client=glob, global_iter=it, client_opt=client_opt)
 
-  def client_step(state: ClientState, batch, rng):
-    """One client local step; batch holds x, y, mask, log_prior, slot, upload flags and the
-    current server params ("server"). Returns the activation for the server's buffer."""
-    del rng   # the supported client models are deterministic
-    slot = batch["slot"]
-    theta = _index(state.slots, slot)
-
+  def client_grads(theta, batch):
+    """Client forward, logit-adjusted loss through the current phi (eq. 6), gradient wrt theta."""
     def loss_fn(theta):
       a = model.client_apply(theta, batch["x"])
       logits = model.server_apply(batch["server"], a)
       return losses.logit_adjusted_ce(logits, batch["y"], batch["mask"], batch["log_prior"]), a
 
     (loss, a), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta)
+    return loss, jax.lax.stop_gradient(a).reshape(b, dim), grads
+
+  def apply_update(state: ClientState, batch, theta, grads):
+    """SGD step on the slot's model (shared or per-slot momentum), then the upload (§1.4)."""
+    slot = batch["slot"]
     lr = optim.learning_rate(hp.lr, state.global_iter, hp.lr_decay)
     if hp.shared_momentum:
       theta, client_opt = optim.apply(tx, theta, grads, state.client_opt, lr)
@@ -202,12 +203,42 @@ def build(model, hp: GasHParams) -> Algorithm:
       theta, opt_k = optim.apply(tx, theta, grads, _index(state.client_opt, slot), lr)
       client_opt = _set(state.client_opt, slot, opt_k)
     state = state.replace(slots=_set(state.slots, slot, theta), client_opt=client_opt)
-    state = jax.lax.cond(batch["upload"],
-                         lambda s: upload(s, slot, batch["agg_weight"], batch["aggregate"]),
-                         lambda s: s, state)
-    out = dict(act=jax.lax.stop_gradient(a).reshape(b, dim), client_loss=loss,
-               grad_finite=_finite(grads))
-    return state, out
+    return jax.lax.cond(batch["upload"],
+                        lambda s: upload(s, slot, batch["agg_weight"], batch["aggregate"]),
+                        lambda s: s, state)
+
+  def client_step(state: ClientState, batch, rng):
+    """One client local step; batch holds x, y, mask, log_prior, slot, upload flags and the
+    current server params ("server"). Returns the activation for the server's buffer."""
+    del rng   # the supported client models are deterministic
+    theta = _index(state.slots, batch["slot"])
+    loss, act, grads = client_grads(theta, batch)
+    state = apply_update(state, batch, theta, grads)
+    return state, dict(act=act, client_loss=loss, grad_finite=_finite(grads))
+
+  def cohort_step(state: ClientState, batch, rng):
+    """A cohort of L independent client steps (distinct slots, same phi) in one call.
+
+    Gradients are computed for all L clients at once (vmapped; the server forward/backward runs
+    on the cohort's activations with the shared phi); the optimiser updates - a linear
+    recurrence through REF's shared momentum buffer - and the uploads then follow in event order
+    (a scan over cheap elementwise work), so the result equals L sequential `client_step`s.
+    batch: per-event arrays with leading axis L plus "valid" [L]; "server" is shared.
+    """
+    del rng
+    thetas = _index(state.slots, batch["slot"])
+    per_event = {k: v for k, v in batch.items() if k != "server"}
+    loss, act, grads = jax.vmap(
+        lambda th, ev: client_grads(th, dict(ev, server=batch["server"])))(thetas, per_event)
+
+    def body(st, xs):
+      ev, th, g = xs
+      new = apply_update(st, ev, th, g)
+      return tree_map(lambda n, o: jnp.where(ev["valid"], n, o), new, st), None
+
+    state, _ = jax.lax.scan(body, state, (per_event, thetas, grads))
+    finite = jax.vmap(_finite)(grads) | ~batch["valid"]
+    return state, dict(act=act, client_loss=loss, grad_finite=finite)
 
   def evaluate(state: GasState, x, y, mask):
     """Sums of correct predictions and CE over the masked rows, with theta_glob and phi."""
@@ -218,7 +249,7 @@ def build(model, hp: GasHParams) -> Algorithm:
     return jnp.sum(correct * mask), jnp.sum(nll * mask)
 
   return Algorithm(init=init, client_step=client_step, server_step=server_step,
-                   evaluate=evaluate, hparams=hp)
+                   evaluate=evaluate, hparams=hp, cohort_step=cohort_step)
 
 
 def _finite(tree):

@@ -35,3 +35,4 @@ def finite_check(iteration: int, **values) -> None:
 
 
 from gas_jax.runners import gas_runner  # noqa: E402,F401  (registers gas, gas_nogen)
+from gas_jax.runners import fl_runner, sfl_runner  # noqa: E402,F401

@@ -29,6 +29,23 @@ def weight_tag(config, ev: scheduler_lib.Event) -> float:
   return float(a * n ** b)   # "poly"
 
 
+def cohort_size(config) -> int:
+  """execution.cohort_size: -1 = fastest for the backend (1 on CPU, where vmapped convolutions
+  are slower than a loop; unbounded elsewhere), 1 = event by event, 0 = unbounded, N = <= N."""
+  n = config.execution.cohort_size
+  if n < 0:
+    return 1 if jax.default_backend() == "cpu" else 0
+  return n
+
+
+def device_mesh(config):
+  """A 1-D mesh over the local devices (axis "clients") when there is more than one."""
+  n = config.execution.devices or jax.device_count()
+  if n <= 1:
+    return None
+  return jax.make_mesh((n,), ("clients",), devices=jax.devices()[:n])
+
+
 class GasRunner:
   """Host loop of GAS; `generate=False` gives "GAS without generation"."""
 
@@ -44,7 +61,14 @@ class GasRunner:
     self.state = self.algo.init(jax.random.fold_in(key, 0))
     self.step_key = jax.random.fold_in(key, 1)
     self.server_key = jax.random.fold_in(key, 2)
+    self.cohort_size = cohort_size(cfg)
+    self.mesh = device_mesh(cfg)
+    if self.mesh is not None:
+      replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
+      self.state = jax.device_put(self.state, replicated)
+      ctx.data = jax.device_put(ctx.data, replicated)
     self.client_run = engine.make_client_runner(self.algo)
+    self.cohort_run = engine.make_cohort_runner(self.algo, self.mesh)
     self.server_run = engine.make_server_runner(self.algo)
     self.agg_w = (np.ones(ctx.clients.num_clients) if cfg.clients.aggregation == "uniform"
                   else ctx.clients.sizes.astype(np.float64))
@@ -56,15 +80,27 @@ class GasRunner:
     events = sched.next_iteration()
     cs, ss, buf = self.state.client, self.state.server, self.state.buffer
     client_out, server_out = [], []
-    for seg in engine.segments(events):
-      for ev in seg:
+    groups = (engine.segments(events) if self.cohort_size == 1
+              else engine.cohorts(events, self.cohort_size))
+    for group in groups:
+      arrays = []
+      for ev in group:
         idx, mask = clients.next_batch(ev.client)
-        arrays = engine.event_arrays(ev, idx, mask, weight_tag(self.cfg, ev),
-                                     self.agg_w[ev.client], self.client_steps)
-        cs, buf, out = self.client_run(cs, buf, ss.server, self.ctx.data, arrays,
-                                       self.step_key)
-        client_out.append(out)
+        arrays.append(engine.event_arrays(ev, idx, mask, weight_tag(self.cfg, ev),
+                                          self.agg_w[ev.client], self.client_steps))
         self.client_steps += 1
+      if self.cohort_size == 1:          # event by event
+        for a in arrays:
+          cs, buf, out = self.client_run(cs, buf, ss.server, self.ctx.data, a, self.step_key)
+          client_out.append(out)
+      else:
+        n_dev = 1 if self.mesh is None else self.mesh.size
+        stacked = engine.stack_events(arrays, engine.bucket(len(arrays), n_dev))
+        cs, buf, out = self.cohort_run(cs, buf, ss.server, self.ctx.data, stacked,
+                                       self.step_key)
+        client_out += [jax.tree_util.tree_map(lambda x, i=i: x[i], out)
+                       for i in range(len(arrays))]
+      seg = group
       if seg[-1].server_update:
         ss, sm = self.server_run(ss, buf, np.int32(iteration), self.server_key)
         server_out.append(sm)

@@ -1,0 +1,283 @@
+"""Host loops of the FL baselines "fedavg", "fedbuff", "ca2fl" (spec §2.0-2.3).
+
+Each local SGD step is one jitted call (minibatch gathered on the device by index). Clocks:
+- FedAvg (synchronous): every selected client starts at t_now; the round ends at
+  t_now + max_k (E * 2 F_full / c_k + Mbits_full / r_k).
+- FedBuff / CA2FL (event driven, `AsyncClock`): a client dispatched at t_now arrives at
+  t_now + E * 2 F_full / c + Mbits_full / r; the earliest arrival (ties -> earlier slot) runs its E
+  local steps at that moment; after C arrivals the buffer flushes (one global iteration, logged at
+  that arrival's time); the arrived client's slot goes to a uniformly drawn inactive client,
+  dispatched at t_now with the newest global model.
+Client selection draws come from one numpy stream per seed, shared by all baselines.
+REF CA2FL aliasing: every client dispatched after the initial C trains from the *live* global at
+its arrival (`ca2fl.true_staleness=True` gives it its genuine stale copy instead).
+"""
+import jax
+import numpy as np
+
+from gas_jax.algorithms import fl
+from gas_jax.config import ConfigError
+from gas_jax.registry import ALGORITHMS
+from gas_jax.runners import RunContext, finite_check
+
+SELECT_STREAM = 0x5E1EC7   # numpy stream id of the baselines' client selection
+
+
+def selection_rng(seed: int) -> np.random.Generator:
+  return np.random.default_rng(np.random.SeedSequence([seed, SELECT_STREAM]))
+
+
+def _field(config, field):
+  node = config
+  for part in field.split("."):
+    if part not in node:
+      raise ConfigError(f"{field} is missing from the config")
+    node = node[part]
+  return node
+
+
+def check_choice(config, field, allowed):
+  node = _field(config, field)
+  if node not in allowed or isinstance(node, bool) != any(isinstance(a, bool) for a in allowed):
+    raise ConfigError(f"{field}={node!r} is invalid: allowed: {', '.join(map(str, allowed))}")
+
+
+def check_positive(config, field):
+  node = _field(config, field)
+  if isinstance(node, bool) or not isinstance(node, (int, float)) or not node > 0:
+    raise ConfigError(f"{field}={node!r} is invalid: must be a number > 0")
+
+
+def fedavg_round_end(tm, selected, local_iters: int, t_now: float) -> float:
+  """Spec §2.1: t_now + max_k (E * 2 F_full / c_k + Mbits_full / r_k)."""
+  return max(t_now + tm.local_training_full(k, local_iters) + tm.upload_full_model(k)
+             for k in selected)
+
+
+class AsyncClock:
+  """FedBuff / CA2FL dispatch clocks (spec §2.2): active slots, arrival times, replacements."""
+
+  def __init__(self, tm, num_clients: int, participating: int, local_iters: int,
+               rng: np.random.Generator):
+    self.tm, self.K, self.E, self.rng = tm, num_clients, local_iters, rng
+    self.active = rng.choice(num_clients, participating, replace=False).astype(np.int64)
+    self.tau = np.zeros(num_clients)
+    self.t_now = 0.0
+    for k in self.active:
+      self.tau[k] = self.t_now + self.duration(k)
+
+  def duration(self, k) -> float:
+    return self.tm.local_training_full(k, self.E) + self.tm.upload_full_model(k)
+
+  def next_arrival(self):
+    """(slot, client) of the earliest arrival; advances t_now to it."""
+    s = int(np.argmin(self.tau[self.active]))
+    k = int(self.active[s])
+    self.t_now = float(self.tau[k])
+    return s, k
+
+  def replace(self, slot: int) -> int:
+    """A uniformly drawn inactive client takes `slot`, dispatched at t_now."""
+    j = int(self.rng.choice(np.setdiff1d(np.arange(self.K), self.active)))
+    self.active[slot] = j
+    self.tau[j] = self.t_now + self.duration(j)
+    return j
+
+  def state_dict(self) -> dict:
+    return dict(rng=self.rng.bit_generator.state, active=self.active.copy(), tau=self.tau.copy(),
+                t_now=self.t_now)
+
+  def load_state_dict(self, d: dict) -> None:
+    self.rng.bit_generator.state = d["rng"]
+    self.active, self.tau = np.array(d["active"]), np.array(d["tau"])
+    self.t_now = float(d["t_now"])
+
+
+class _FLBase:
+  """Shared parts: the jitted local step, E-step local training, bookkeeping, state."""
+
+  def __init__(self, ctx: RunContext):
+    cfg = ctx.config
+    self.ctx, self.cfg = ctx, cfg
+    self.K, self.C, self.E = cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters
+    self.algo = fl.build(ctx.model, fl.hparams_from_config(cfg))
+    self.glob, self.opt = self.algo.init(jax.random.fold_in(jax.random.key(cfg.seed), 0))
+    self.per_client = cfg.clients.momentum == "per_client"
+    self.sizes = ctx.clients.sizes.astype(np.float64)
+    self.rng = selection_rng(cfg.seed)
+    self.global_iters = self.client_steps = 0
+    self.t_now = 0.0
+    algo = self.algo
+
+    def step(params, opt, data, idx, mask, global_iter):
+      batch = dict(x=data["x"][idx], y=data["y"][idx], mask=mask, global_iter=global_iter)
+      return algo.local_step(params, opt, batch)
+
+    self._step = jax.jit(step)
+    self._init_opt = jax.jit(algo.init_opt)
+    self._losses, self._finite = [], []
+
+  def local_training(self, k: int, params):
+    """Client k's E local SGD steps from `params` (shared or fresh momentum)."""
+    if self.per_client:
+      self.opt = self._init_opt(params)
+    it = np.int32(self.global_iters)
+    for _ in range(self.E):
+      idx, mask = self.ctx.clients.next_batch(k)
+      params, self.opt, out = self._step(params, self.opt, self.ctx.data, idx, mask, it)
+      self._losses.append(out["loss"])
+      self._finite.append(out["grad_finite"])
+      self.client_steps += 1
+    return params
+
+  def _row(self) -> dict:
+    losses, fin = jax.device_get((self._losses, self._finite))
+    self._losses, self._finite = [], []
+    finite_check(self.global_iters, client_loss=np.array(losses), client_gradient=fin or [True])
+    return dict(server_updates=self.global_iters, client_steps=self.client_steps,
+                simulated_time_s=self.t_now, client_loss=float(np.mean(losses)),
+                server_loss=None, generated_per_update=0.0)
+
+  def eval_params(self):
+    return self.glob
+
+  def _host(self) -> dict:
+    return dict(rng=self.rng.bit_generator.state, global_iters=self.global_iters,
+                client_steps=self.client_steps, t_now=self.t_now,
+                clients=self.ctx.clients.state_dict())
+
+  def _load_host(self, d: dict) -> None:
+    self.rng.bit_generator.state = d["rng"]
+    self.global_iters, self.client_steps = int(d["global_iters"]), int(d["client_steps"])
+    self.t_now = float(d["t_now"])
+    self.ctx.clients.load_state_dict(d["clients"])
+
+
+class FedAvgRunner(_FLBase):
+  """FedAvg (spec §2.1): C clients per round, trained one after another, data-weighted average."""
+
+  def __init__(self, ctx: RunContext):
+    super().__init__(ctx)
+    self._aggregate = jax.jit(fl.fedavg_aggregate)
+
+  def run_iteration(self) -> dict:
+    selected = self.rng.choice(self.K, self.C, replace=False)
+    self.t_now = fedavg_round_end(self.ctx.time_model, selected, self.E, self.t_now)
+    models = [self.local_training(int(k), self.glob) for k in selected]
+    self.glob = self._aggregate(models, self.sizes[selected])
+    self.global_iters += 1
+    return self._row()
+
+  def state_dict(self) -> dict:
+    return dict(device=dict(glob=self.glob, opt=self.opt), host=self._host())
+
+  def load_state_dict(self, d: dict) -> None:
+    self.glob, self.opt = d["device"]["glob"], d["device"]["opt"]
+    self._load_host(d["host"])
+
+
+class AsyncFLRunner(_FLBase):
+  """FedBuff and CA2FL (spec §2.2-2.3): event-driven arrivals, buffer of C, REF or paper rule."""
+
+  def __init__(self, ctx: RunContext, method: str):
+    super().__init__(ctx)
+    cfg = ctx.config
+    self.method = method
+    self.rule = cfg[method].rule
+    self.server_lr = float(cfg[method].server_lr)
+    self.alias = method == "ca2fl" and not cfg.ca2fl.true_staleness
+    self.clock = AsyncClock(ctx.time_model, self.K, self.C, self.E, self.rng)
+    # In-flight models: the initial C slots hold w0 by value.
+    self.slots = [self.glob] * self.C
+    self.live = np.zeros(self.C, bool)         # REF CA2FL aliasing: train from the live global
+    self.dispatch_version = np.zeros(self.C, np.int64)
+    self.count = 0
+    if method == "fedbuff":
+      self.acc = fl.zeros_like(self.glob)
+      add = (lambda acc, start, end, tau: fl.fedbuff_ref_add(acc, end, self.C)) \
+          if self.rule == "ref" else \
+          (lambda acc, start, end, tau: fl.fedbuff_paper_add(acc, start, end, tau,
+                                                              cfg.fedbuff.staleness))
+      self._add = jax.jit(add)
+      self._flush = jax.jit(lambda glob, acc: acc if self.rule == "ref" else
+                            fl.fedbuff_paper_flush(glob, acc, self.C, self.server_lr))
+    else:
+      self.acc = fl.ca2fl_init(self.glob, self.K)
+      p_all = self.sizes / self.sizes.sum()
+      self._add = jax.jit(lambda st, start, end, k: fl.ca2fl_arrive(
+          st, k, jax.tree_util.tree_map(lambda a, b: a - b, end, start)))
+      self._flush = jax.jit(lambda glob, st: fl.ca2fl_ref_flush(glob, st, p_all)
+                            if self.rule == "ref" else
+                            fl.ca2fl_paper_flush(glob, st, self.server_lr))
+
+  def run_iteration(self) -> dict:
+    while True:
+      s, k = self.clock.next_arrival()
+      self.t_now = self.clock.t_now
+      start = self.glob if self.live[s] else self.slots[s]
+      end = self.local_training(k, start)
+      if self.method == "fedbuff":
+        tau = np.float32(self.global_iters - self.dispatch_version[s])
+        self.acc = self._add(self.acc, start, end, tau)
+      else:
+        self.acc = self._add(self.acc, start, end, np.int32(k))
+      self.count += 1
+      flushed = self.count == self.C
+      if flushed:
+        if self.method == "fedbuff":
+          self.glob = self._flush(self.glob, self.acc)
+          self.acc = fl.zeros_like(self.glob)
+        else:
+          self.glob, self.acc = self._flush(self.glob, self.acc)
+        self.count = 0
+        self.global_iters += 1
+      self.clock.replace(s)
+      self.slots[s] = self.glob
+      self.live[s] = self.alias
+      self.dispatch_version[s] = self.global_iters
+      if flushed:
+        return self._row()
+
+  def state_dict(self) -> dict:
+    return dict(device=dict(glob=self.glob, opt=self.opt, slots=list(self.slots), acc=self.acc),
+                host=dict(self._host(), clock=self.clock.state_dict(), live=self.live.copy(),
+                          dispatch_version=self.dispatch_version.copy(), count=self.count))
+
+  def load_state_dict(self, d: dict) -> None:
+    dev, host = d["device"], d["host"]
+    self.glob, self.opt, self.slots, self.acc = dev["glob"], dev["opt"], list(dev["slots"]), \
+        dev["acc"]
+    self._load_host(host)
+    self.clock.load_state_dict(host["clock"])
+    self.live = np.array(host["live"], bool)
+    self.dispatch_version = np.array(host["dispatch_version"], np.int64)
+    self.count = int(host["count"])
+
+
+def _validate_async(config, method: str) -> None:
+  check_choice(config, f"{method}.rule", ("ref", "paper"))
+  check_positive(config, f"{method}.server_lr")
+  if method == "fedbuff":
+    check_choice(config, "fedbuff.staleness", ("none", "sqrt"))
+  else:
+    check_choice(config, "ca2fl.true_staleness", (True, False))
+
+
+@ALGORITHMS.register("fedavg")
+def make_fedavg(ctx: RunContext) -> FedAvgRunner:
+  """FedAvg on the unsplit model (no logit adjustment)."""
+  return FedAvgRunner(ctx)
+
+
+@ALGORITHMS.register("fedbuff")
+def make_fedbuff(ctx: RunContext) -> AsyncFLRunner:
+  """FedBuff: REF model averaging by default; `fedbuff.rule="paper"` for the published rule."""
+  _validate_async(ctx.config, "fedbuff")
+  return AsyncFLRunner(ctx, "fedbuff")
+
+
+@ALGORITHMS.register("ca2fl")
+def make_ca2fl(ctx: RunContext) -> AsyncFLRunner:
+  """CA2FL: REF cache rule and aliasing by default; `ca2fl.rule="paper"`, `ca2fl.true_staleness`."""
+  _validate_async(ctx.config, "ca2fl")
+  return AsyncFLRunner(ctx, "ca2fl")

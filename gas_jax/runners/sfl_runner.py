@@ -1,0 +1,191 @@
+"""Host loops of the synchronous SFL baselines "minibatch_sfl" and "s2fl" (spec §2.4-2.5).
+
+One round = one global iteration: C clients drawn (the baselines' shared selection stream), all
+start from theta_glob; E local iterations, each: phi_snap <- phi; every client (in order) does one
+jitted client step through phi_snap; then the server steps on the concatenated activations
+(MiniBatch-SFL: one step on all C; S2FL: one step from phi_snap per group, sharing the server
+momentum, then phi <- mean of the group models). theta_glob <- data-weighted average.
+
+Clocks (spec §1.9 constants via `TimeModel`):
+- MiniBatch-SFL: per local iteration tau_k += F_c/c_k + B A/r_k, barrier tau <- max, then
+  tau_k += F_c/c_k; at round end tau_k += Mbits_c/r_k and t_now <- max_k tau_k.
+- S2FL (time-only adaptive split): per client two candidate costs 2 F_j/c_k + B A_j/r_k with
+  REF's AlexNet constants (F, A) = (884,736, 262,144 bit) and (5,603,328, 131,072 bit), whatever
+  the model or `time.ref_constants` (REF hard-codes them; training keeps the model's own split);
+  m = median of the 2C costs, each client takes its candidate closest to m, the iteration costs
+  the max of those; at round end tau += Mbits_c/r_k (the model's client-part size, or REF's
+  620,544 bit with `time.ref_constants`), t_now <- max.
+"""
+from typing import Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gas_jax.algorithms import fl, sfl
+from gas_jax.config import ConfigError
+from gas_jax.registry import ALGORITHMS
+from gas_jax.runners import RunContext, finite_check
+from gas_jax.runners.fl_runner import selection_rng
+
+S2FL_REF_CANDIDATES = ((884_736, 262_144), (5_603_328, 131_072))   # (FLOPs/image, bits/image)
+
+
+def minibatch_sfl_round_end(tm, selected: Sequence[int], local_iters: int, t_now: float) -> float:
+  """Spec §2.4 clock of one MiniBatch-SFL round that starts at t_now."""
+  sel = [int(k) for k in selected]
+  tau = np.full(len(sel), float(t_now))
+  fwd = np.array([tm.compute(k) + tm.upload_activation(k) for k in sel])
+  bwd = np.array([tm.compute(k) for k in sel])
+  for _ in range(local_iters):
+    tau = tau + fwd
+    tau[:] = tau.max()
+    tau = tau + bwd
+  return float(np.max(tau + np.array([tm.upload_model(k) for k in sel])))
+
+
+def s2fl_iteration_time(tm, selected: Sequence[int], candidates=S2FL_REF_CANDIDATES) -> float:
+  """Spec §2.5: max over clients of the candidate cost closest to the median of all costs."""
+  rate = tm.profiles.rate
+  costs = np.array([[2.0 * f / tm.profiles.compute[k] + tm.batch_size * a / rate[k]
+                     for f, a in candidates] for k in selected])
+  med = np.median(costs)
+  chosen = [row[int(np.argmin(np.abs(row - med)))] for row in costs]   # ties -> first, as REF
+  return float(max(chosen))
+
+
+def s2fl_round_end(tm, selected: Sequence[int], local_iters: int, t_now: float,
+                   candidates=S2FL_REF_CANDIDATES) -> float:
+  """Spec §2.5 clock of one S2FL round that starts at t_now."""
+  it = s2fl_iteration_time(tm, selected, candidates)
+  t = float(t_now)
+  for _ in range(local_iters):
+    t = it + t
+  return max(t + tm.upload_model(int(k)) for k in selected)
+
+
+class SyncSflRunner:
+  """MiniBatch-SFL (one group of all C clients) and S2FL (label-balanced groups)."""
+
+  def __init__(self, ctx: RunContext, grouped: bool):
+    cfg = ctx.config
+    self.ctx, self.cfg, self.grouped = ctx, cfg, grouped
+    self.K, self.C, self.E = cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters
+    self.algo = algo = sfl.build(ctx.model, fl.hparams_from_config(cfg))
+    self.theta, self.phi, self.copt, self.sopt = algo.init(
+        jax.random.fold_in(jax.random.key(cfg.seed), 0))
+    self.per_client = cfg.clients.momentum == "per_client"
+    self.sizes = ctx.clients.sizes.astype(np.float64)
+    self.rng = selection_rng(cfg.seed)
+    self.global_iters = self.client_steps = self.server_updates = 0
+    self.t_now = 0.0
+    if grouped:
+      self.num_groups, self.passes = int(cfg.s2fl.num_groups), int(cfg.s2fl.search_passes)
+
+    def client(theta, copt, phi, data, idx, mask, it):
+      batch = dict(x=data["x"][idx], y=data["y"][idx], mask=mask, global_iter=it)
+      return algo.client_step(theta, copt, phi, batch)
+
+    def server(phi, sopt, data, acts, idx, mask, it):
+      batch = dict(act=jnp.concatenate(acts), y=data["y"][idx], mask=mask, global_iter=it)
+      return algo.server_step(phi, sopt, batch)
+
+    self._client, self._server = jax.jit(client), jax.jit(server)
+    self._init_opt = jax.jit(algo.init_opt)
+    self._mean = jax.jit(sfl.mean_trees)
+    self._aggregate = jax.jit(fl.fedavg_aggregate)
+
+  def groups(self, selected) -> list:
+    if not self.grouped:
+      return [[int(k) for k in selected]]
+    return sfl.s2fl_groups(selected, self.ctx.clients.label_counts, self.num_groups, self.passes)
+
+  def run_iteration(self) -> dict:
+    tm, clients, data = self.ctx.time_model, self.ctx.clients, self.ctx.data
+    selected = self.rng.choice(self.K, self.C, replace=False)
+    round_end = s2fl_round_end if self.grouped else minibatch_sfl_round_end
+    self.t_now = round_end(tm, selected, self.E, self.t_now)
+    groups = self.groups(selected)
+    pos = {int(k): i for i, k in enumerate(selected)}
+    thetas = [self.theta] * self.C
+    copts = [self._init_opt(self.theta) for _ in range(self.C)] if self.per_client else None
+    it = np.int32(self.global_iters)
+    c_out, s_out = [], []
+    for _ in range(self.E):
+      phi_snap, new_phis = self.phi, []
+      for group in groups:
+        acts, idxs, masks = [], [], []
+        for k in group:
+          i = pos[k]
+          idx, mask = clients.next_batch(k)
+          opt = copts[i] if self.per_client else self.copt
+          thetas[i], opt, out = self._client(thetas[i], opt, phi_snap, data, idx, mask, it)
+          if self.per_client:
+            copts[i] = opt
+          else:
+            self.copt = opt
+          acts.append(out.pop("act"))
+          idxs.append(idx)
+          masks.append(mask)
+          c_out.append(out)
+          self.client_steps += 1
+        phi_g, self.sopt, out = self._server(phi_snap, self.sopt, data, acts,
+                                             np.concatenate(idxs), np.concatenate(masks), it)
+        new_phis.append(phi_g)
+        s_out.append(out)
+      self.phi = new_phis[0] if len(new_phis) == 1 else self._mean(new_phis)
+      self.server_updates += 1
+    self.theta = self._aggregate(thetas, self.sizes[selected])
+    self.global_iters += 1
+    c_out, s_out = jax.device_get((c_out, s_out))
+    c_loss = np.array([o["loss"] for o in c_out])
+    s_loss = np.array([o["loss"] for o in s_out])
+    finite_check(self.global_iters, client_loss=c_loss, server_loss=s_loss,
+                 client_gradient=[o["grad_finite"] for o in c_out],
+                 server_gradient=[o["grad_finite"] for o in s_out])
+    return dict(server_updates=self.server_updates, client_steps=self.client_steps,
+                simulated_time_s=self.t_now, client_loss=float(np.mean(c_loss)),
+                server_loss=float(np.mean(s_loss)), generated_per_update=0.0)
+
+  def eval_params(self):
+    return self.theta, self.phi
+
+  def state_dict(self) -> dict:
+    return dict(device=dict(theta=self.theta, phi=self.phi, copt=self.copt, sopt=self.sopt),
+                host=dict(rng=self.rng.bit_generator.state, t_now=self.t_now,
+                          global_iters=self.global_iters, client_steps=self.client_steps,
+                          server_updates=self.server_updates,
+                          clients=self.ctx.clients.state_dict()))
+
+  def load_state_dict(self, d: dict) -> None:
+    dev, host = d["device"], d["host"]
+    self.theta, self.phi, self.copt, self.sopt = dev["theta"], dev["phi"], dev["copt"], dev["sopt"]
+    self.rng.bit_generator.state = host["rng"]
+    self.t_now = float(host["t_now"])
+    self.global_iters, self.client_steps = int(host["global_iters"]), int(host["client_steps"])
+    self.server_updates = int(host["server_updates"])
+    self.ctx.clients.load_state_dict(host["clients"])
+
+
+def _validate_s2fl(config) -> None:
+  if "s2fl" not in config:
+    raise ConfigError("s2fl is missing from the config")
+  g, passes, c = config.s2fl.num_groups, config.s2fl.search_passes, config.clients.participating
+  if isinstance(g, bool) or not isinstance(g, int) or g < 1 or c % g:
+    raise ConfigError(f"s2fl.num_groups={g!r} is invalid: must be an integer >= 1 that divides "
+                      f"clients.participating ({c})")
+  if isinstance(passes, bool) or not isinstance(passes, int) or passes < 0:
+    raise ConfigError(f"s2fl.search_passes={passes!r} is invalid: must be an integer >= 0")
+
+
+@ALGORITHMS.register("minibatch_sfl")
+def make_minibatch_sfl(ctx: RunContext) -> SyncSflRunner:
+  """MiniBatch-SFL: one server step per local iteration on all C clients' activations."""
+  return SyncSflRunner(ctx, grouped=False)
+
+
+@ALGORITHMS.register("s2fl")
+def make_s2fl(ctx: RunContext) -> SyncSflRunner:
+  """S2FL: label-balanced client groups, per-group server steps averaged; time-only split."""
+  _validate_s2fl(ctx.config)
+  return SyncSflRunner(ctx, grouped=True)
