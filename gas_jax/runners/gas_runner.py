@@ -43,7 +43,8 @@ def device_mesh(config):
   n = config.execution.devices or jax.device_count()
   if n <= 1:
     return None
-  return jax.make_mesh((n,), ("clients",), devices=jax.devices()[:n])
+  return jax.make_mesh((n,), ("clients",), devices=jax.devices()[:n],
+                       axis_types=(jax.sharding.AxisType.Auto,))
 
 
 class GasRunner:

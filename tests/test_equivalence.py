@@ -1,0 +1,103 @@
+"""Execution strategies give the same numbers: cohorts vs event by event, 4 devices vs 1."""
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs import digits
+from gas_jax import engine, train
+from gas_jax.system.scheduler import Event
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+T = 3
+
+
+def _config(**execution):
+  c = digits.get_config()
+  c.num_global_iters = T
+  c.clients.local_iters = 4
+  c.checkpoint_every = T
+  for k, v in execution.items():
+    c.execution[k] = v
+  return c
+
+
+def _columns(workdir):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f]
+  return rows
+
+
+def _params(workdir):
+  """Model parameters of the final checkpoint: theta_glob, the in-flight slots, phi."""
+  path = os.path.join(workdir, "checkpoints", str(T), "state")
+  ckptr = ocp.StandardCheckpointer()
+  meta = ckptr.metadata(path).item_metadata
+  one = jax.sharding.SingleDeviceSharding(jax.devices()[0])   # saved on any number of devices
+  tree = ckptr.restore(path, jax.tree_util.tree_map(
+      lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=one), meta))
+  return jax.tree_util.tree_leaves((tree["client"]["global_client"], tree["client"]["slots"],
+                                    tree["server"]["server"]))
+
+
+def _assert_same_run(a, b):
+  ra, rb = _columns(a), _columns(b)
+  assert [r["test_accuracy"] for r in ra] == [r["test_accuracy"] for r in rb]
+  for key in ("test_loss", "client_loss", "server_loss"):
+    np.testing.assert_allclose([r[key] for r in ra], [r[key] for r in rb], rtol=1e-5)
+  for key in ("server_updates", "client_steps", "simulated_time_s", "generated_per_update"):
+    assert [r[key] for r in ra] == [r[key] for r in rb]
+  for x, y in zip(_params(a), _params(b)):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    if x.dtype.kind == "f":
+      # relative difference of each parameter tensor (norm-wise) within 1e-5
+      assert np.linalg.norm(x - y) <= 1e-5 * max(np.linalg.norm(y), 1e-30), (
+          np.linalg.norm(x - y) / np.linalg.norm(y))
+    else:
+      np.testing.assert_array_equal(x, y)
+
+
+def _ev(slot, server_update=False, aggregate=False):
+  return Event(client=slot, slot=slot, counter_tag=1, progress=0, buf_pos=0,
+               server_update=server_update, upload=False, aggregate=aggregate, time=0.0)
+
+
+def test_cohort_grouping_rules():
+  evs = [_ev(0), _ev(1), _ev(0), _ev(2, server_update=True), _ev(1), _ev(2, aggregate=True),
+         _ev(3)]
+  groups = engine.cohorts(evs, 0)
+  assert [[e.slot for e in g] for g in groups] == [[0, 1], [0, 2], [1, 2], [3]]
+  assert [[e.slot for e in g] for g in engine.cohorts(evs, 1)] == [[e.slot] for e in evs]
+  assert [len(g) for g in engine.cohorts(evs[:2], 1)] == [1, 1]
+  assert engine.bucket(3) == 4 and engine.bucket(5, 4) == 8 and engine.bucket(1, 4) == 4
+
+
+def test_cohorts_equal_event_by_event(tmp_path):
+  """Digits with generation on, 3 global iterations: cohort_size=0 == cohort_size=1."""
+  a, b = str(tmp_path / "event"), str(tmp_path / "cohort")
+  train.train_and_evaluate(_config(cohort_size=1), a)
+  train.train_and_evaluate(_config(cohort_size=0), b)
+  _assert_same_run(a, b)
+
+
+@pytest.mark.slow
+def test_four_devices_equal_one(tmp_path):
+  """The cohort axis sharded over 4 forced CPU devices gives the single-device numbers."""
+  outs = []
+  for n in (1, 4):
+    wd = str(tmp_path / f"dev{n}")
+    env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "gas_jax.main", "--config=configs/digits.py", f"--workdir={wd}",
+         f"--config.num_global_iters={T}", "--config.clients.local_iters=4",
+         f"--config.checkpoint_every={T}", "--config.execution.cohort_size=0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    err = proc.stderr
+    assert proc.returncode == 0, err[err.find("Fatal"):][:3000] if "Fatal" in err else err[-3000:]
+    outs.append(wd)
+  _assert_same_run(*outs)
