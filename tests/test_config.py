@@ -1,0 +1,91 @@
+"""Config validation: every failure names the field, the value and what is allowed."""
+import os
+
+import pytest
+
+from configs import cifar10, digits
+from gas_jax import config as config_lib
+
+
+def _set(c, field, value):
+  node = c
+  parts = field.split(".")
+  for p in parts[:-1]:
+    node = node[p]
+  node[parts[-1]] = value
+
+
+CASES = [
+    ("clients.participating", 30, "must be <= clients.num"),
+    ("clients.participating", 0, "must be an integer > 0"),
+    ("clients.num", -1, "must be an integer > 0"),
+    ("clients.local_iters", 0, "must be an integer > 0"),
+    ("clients.batch_size", 0, "must be an integer > 0"),
+    ("optimizer.lr", 0.0, "must be a number > 0"),
+    ("optimizer.lr", -0.1, "must be a number > 0"),
+    ("data.alpha", 0.0, "must be a number > 0"),
+    ("data.alpha", -1.0, "must be a number > 0"),
+    ("data.name", "nope", "allowed:"),
+    ("data.partition", "nope", "allowed: iid, shard, dirichlet"),
+    ("model.name", "nope", "allowed:"),
+    ("model.split", "L9", "allowed: default"),
+    ("algorithm", "nope", "allowed:"),
+    ("num_global_iters", 0, "must be an integer > 0"),
+    ("seed", -1, "must be an integer >= 0"),
+    ("optimizer.name", "rmsprop", "allowed: sgd, adam"),
+    ("optimizer.decay", "cosine", "allowed: none, sqrt"),
+    ("weighting.fn", "cubic", "allowed: ref, linear, exp, poly"),
+    ("stats.method", "eig", "allowed: sqrt, cholesky"),
+    ("stats.jitter", -1e-5, "must be a number >= 0"),
+    ("clients.momentum", "none", "allowed: shared, per_client"),
+    ("clients.aggregation", "median", "allowed: uniform, data_size"),
+    ("execution.cohort_size", -2, "-1 (auto)"),
+    ("checkpoint_every", 0, "must be an integer > 0"),
+    ("time.compute_max", 1e8, "must be >= time.compute_min"),
+]
+
+
+@pytest.mark.parametrize("field,value,allowed", CASES)
+def test_each_bad_value_is_named(field, value, allowed):
+  c = digits.get_config()
+  _set(c, field, value)
+  with pytest.raises(config_lib.ConfigError) as e:
+    config_lib.validate(c)
+  msg = str(e.value)
+  assert msg.startswith(f"{field}=") and repr(value) in msg and allowed in msg, msg
+  assert "\n" not in msg
+
+
+def test_shards_not_divisible_by_classes():
+  c = digits.get_config()
+  c.clients.num = 15
+  c.data.shards = 3          # 45 shards for 10 classes
+  config_lib.validate(c)     # fine without the data...
+  with pytest.raises(config_lib.ConfigError, match=r"^data\.shards=3 .*divisible by the number "
+                     r"of classes \(10\)"):
+    config_lib.validate_with_data(c, num_classes=10, num_train=1437)
+
+
+def test_unwritable_workdir(tmp_path):
+  ro = tmp_path / "ro"
+  ro.mkdir()
+  os.chmod(ro, 0o500)
+  if os.access(ro, os.W_OK):   # running as root: permissions are not enforced
+    pytest.skip("permissions are not enforced for this user")
+  with pytest.raises(config_lib.ConfigError, match="^workdir="):
+    config_lib.validate(digits.get_config(), str(ro / "run"))
+
+
+def test_workdir_under_a_file(tmp_path):
+  f = tmp_path / "file"
+  f.write_text("x")
+  with pytest.raises(config_lib.ConfigError, match="^workdir=.*not a writable directory"):
+    config_lib.validate(digits.get_config(), str(f / "run"))
+
+
+def test_shipped_configs_are_valid():
+  config_lib.validate(digits.get_config())
+  for arg in ("", "shard2", "dir0.1", "iid"):
+    config_lib.validate(cifar10.get_config(arg))
+  with pytest.raises(config_lib.ConfigError, match="config argument"):
+    cifar10.get_config("bogus")
