@@ -22,7 +22,7 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   try:
     summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except (config_lib.ConfigError, FileNotFoundError) as e:
+  except (config_lib.ConfigError, FileNotFoundError, FloatingPointError) as e:
     sys.exit(f"error: {e}")
   except ValueError as e:   # plugin lookups and data checks name their config field
     if "=" in str(e).split(" ")[0]:

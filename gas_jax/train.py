@@ -97,6 +97,11 @@ def build_context(config: ml_collections.ConfigDict) -> runners.RunContext:
                             time_model=time_model(config, model, profiles), data=data)
 
 
+@jax.jit
+def _all_finite(tree):
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
+
+
 class _StopRequest:
   """SIGTERM/SIGINT -> finish the current global iteration, checkpoint, stop."""
 
@@ -157,8 +162,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
     for it in range(first, config.num_global_iters + 1):
       t0 = time.time()
       info = runner.run_iteration()
-      ev = evaluate(runner.eval_params())
-      runners.finite_check(it, test_loss=ev["test_loss"])
+      params = runner.eval_params()
+      ev = evaluate(params)
+      runners.finite_check(it, parameters=bool(_all_finite(params)), test_loss=ev["test_loss"])
       iter_walls.append(time.time() - t0)
       row = dict(global_iteration=it, server_updates=info.pop("server_updates"),
                  client_steps=info.pop("client_steps"),

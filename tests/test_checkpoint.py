@@ -126,3 +126,18 @@ def test_sigterm_checkpoints_and_exits(reference, tmp_path):
   assert resumed.returncode == 0, resumed.stderr[-2000:]
   assert _rows(workdir) == _rows(reference)
   shutil.rmtree(workdir)
+
+
+def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
+  """lr=1e6 blows up: the run stops naming the iteration and quantity; checkpoints stay good."""
+  workdir = str(tmp_path / "diverge")
+  proc = _run(workdir, "--config.optimizer.lr=1e6", "--config.num_global_iters=8")
+  assert proc.returncode != 0
+  last = proc.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: non-finite") and "at global iteration" in last, last
+  bad_iter = int(last.rsplit(" ", 1)[-1])
+  rows = _rows_or_empty(workdir)
+  assert len(rows) == bad_iter - 1           # no row for the iteration that diverged
+  ckdir = os.path.join(workdir, "checkpoints")
+  steps = [int(d) for d in os.listdir(ckdir) if d.isdigit()] if os.path.isdir(ckdir) else []
+  assert all(s < bad_iter for s in steps)

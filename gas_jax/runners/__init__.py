@@ -28,8 +28,12 @@ class RunContext:
 
 
 def finite_check(iteration: int, **values) -> None:
-  """Divergence guard: raises naming the global iteration and every non-finite quantity."""
-  bad = [name for name, v in values.items() if not np.all(np.isfinite(np.asarray(v, float)))]
+  """Divergence guard: raises naming the global iteration and every non-finite quantity
+  (values are numbers, or booleans that say "finite")."""
+  def ok(v):
+    v = np.asarray(v)
+    return bool(np.all(v)) if v.dtype == bool else bool(np.all(np.isfinite(v.astype(float))))
+  bad = [name.replace("_", " ") for name, v in values.items() if not ok(v)]
   if bad:
     raise FloatingPointError(f"non-finite {', '.join(bad)} at global iteration {iteration}")
 

@@ -50,8 +50,8 @@ def check_positive(config, field):
 
 def fedavg_round_end(tm, selected, local_iters: int, t_now: float) -> float:
   """Spec §2.1: t_now + max_k (E * 2 F_full / c_k + Mbits_full / r_k)."""
-  return max(t_now + tm.local_training_full(k, local_iters) + tm.upload_full_model(k)
-             for k in selected)
+  return float(max(t_now + tm.local_training_full(k, local_iters) + tm.upload_full_model(k)
+                   for k in selected))
 
 
 class AsyncClock:
@@ -135,7 +135,8 @@ class _FLBase:
     self._losses, self._finite = [], []
     finite_check(self.global_iters, client_loss=np.array(losses), client_gradient=fin or [True])
     return dict(server_updates=self.global_iters, client_steps=self.client_steps,
-                simulated_time_s=self.t_now, client_loss=float(np.mean(losses)),
+                simulated_time_s=self.t_now,
+                client_loss=float(np.mean(losses)) if losses else None,
                 server_loss=None, generated_per_update=0.0)
 
   def eval_params(self):

@@ -14,7 +14,9 @@ Clocks (spec §1.9 constants via `TimeModel`):
   the model or `time.ref_constants` (REF hard-codes them; training keeps the model's own split);
   m = median of the 2C costs, each client takes its candidate closest to m, the iteration costs
   the max of those; at round end tau += Mbits_c/r_k (the model's client-part size, or REF's
-  620,544 bit with `time.ref_constants`), t_now <- max.
+  620,544 bit with `time.ref_constants`), t_now <- max. With a small model and the model's own
+  time constants the REF candidates overstate S2FL's per-iteration cost against MiniBatch-SFL;
+  `s2fl.candidates="model"` uses the model's own split as the only candidate instead.
 """
 from typing import Sequence
 
@@ -61,7 +63,7 @@ def s2fl_round_end(tm, selected: Sequence[int], local_iters: int, t_now: float,
   t = float(t_now)
   for _ in range(local_iters):
     t = it + t
-  return max(t + tm.upload_model(int(k)) for k in selected)
+  return float(max(t + tm.upload_model(int(k)) for k in selected))
 
 
 class SyncSflRunner:
@@ -81,6 +83,9 @@ class SyncSflRunner:
     self.t_now = 0.0
     if grouped:
       self.num_groups, self.passes = int(cfg.s2fl.num_groups), int(cfg.s2fl.search_passes)
+      tm = ctx.time_model
+      self.candidates = (S2FL_REF_CANDIDATES if cfg.s2fl.candidates == "ref"
+                         else ((tm.client_flops, tm.activation_bits),))
 
     def client(theta, copt, phi, data, idx, mask, it):
       batch = dict(x=data["x"][idx], y=data["y"][idx], mask=mask, global_iter=it)
@@ -103,8 +108,10 @@ class SyncSflRunner:
   def run_iteration(self) -> dict:
     tm, clients, data = self.ctx.time_model, self.ctx.clients, self.ctx.data
     selected = self.rng.choice(self.K, self.C, replace=False)
-    round_end = s2fl_round_end if self.grouped else minibatch_sfl_round_end
-    self.t_now = round_end(tm, selected, self.E, self.t_now)
+    if self.grouped:
+      self.t_now = s2fl_round_end(tm, selected, self.E, self.t_now, self.candidates)
+    else:
+      self.t_now = minibatch_sfl_round_end(tm, selected, self.E, self.t_now)
     groups = self.groups(selected)
     pos = {int(k): i for i, k in enumerate(selected)}
     thetas = [self.theta] * self.C
@@ -176,6 +183,9 @@ def _validate_s2fl(config) -> None:
                       f"clients.participating ({c})")
   if isinstance(passes, bool) or not isinstance(passes, int) or passes < 0:
     raise ConfigError(f"s2fl.search_passes={passes!r} is invalid: must be an integer >= 0")
+  if config.s2fl.candidates not in ("ref", "model"):
+    raise ConfigError(f"s2fl.candidates={config.s2fl.candidates!r} is invalid: allowed: ref, "
+                      "model")
 
 
 @ALGORITHMS.register("minibatch_sfl")
