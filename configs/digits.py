@@ -85,6 +85,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.s2fl = ml_collections.ConfigDict()
   c.s2fl.num_groups = 2           # client groups per round (must divide clients.participating)
   c.s2fl.search_passes = 100      # REF's grouping local-search passes
+  c.s2fl.candidates = "ref"       # split candidates of the time-only adaptive split: "ref" (REF's two
+                                  # AlexNet (FLOPs, bits) pairs, always) | "model" (the model's own split only)
   # Gradient dissimilarity of the server update (paper Fig. 2a, spec §1.10; GAS only).
   c.grad_dissimilarity = ml_collections.ConfigDict()
   c.grad_dissimilarity.enabled = False

@@ -12,6 +12,8 @@ Client selection draws come from one numpy stream per seed, shared by all baseli
 REF CA2FL aliasing: every client dispatched after the initial C trains from the *live* global at
 its arrival (`ca2fl.true_staleness=True` gives it its genuine stale copy instead).
 """
+import functools
+
 import jax
 import numpy as np
 
@@ -93,6 +95,19 @@ class AsyncClock:
     self.t_now = float(d["t_now"])
 
 
+@functools.lru_cache(maxsize=16)
+def compiled_step(model, hp: fl.FLHParams):
+  """(algorithm, jit(local step with on-device minibatch gather), jit(init_opt)), cached per
+  (model, hparams) so runners built in one process share compilations."""
+  algo = fl.build(model, hp)
+
+  def step(params, opt, data, idx, mask, global_iter):
+    batch = dict(x=data["x"][idx], y=data["y"][idx], mask=mask, global_iter=global_iter)
+    return algo.local_step(params, opt, batch)
+
+  return algo, jax.jit(step), jax.jit(algo.init_opt)
+
+
 class _FLBase:
   """Shared parts: the jitted local step, E-step local training, bookkeeping, state."""
 
@@ -100,21 +115,13 @@ class _FLBase:
     cfg = ctx.config
     self.ctx, self.cfg = ctx, cfg
     self.K, self.C, self.E = cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters
-    self.algo = fl.build(ctx.model, fl.hparams_from_config(cfg))
+    self.algo, self._step, self._init_opt = compiled_step(ctx.model, fl.hparams_from_config(cfg))
     self.glob, self.opt = self.algo.init(jax.random.fold_in(jax.random.key(cfg.seed), 0))
     self.per_client = cfg.clients.momentum == "per_client"
     self.sizes = ctx.clients.sizes.astype(np.float64)
     self.rng = selection_rng(cfg.seed)
     self.global_iters = self.client_steps = 0
     self.t_now = 0.0
-    algo = self.algo
-
-    def step(params, opt, data, idx, mask, global_iter):
-      batch = dict(x=data["x"][idx], y=data["y"][idx], mask=mask, global_iter=global_iter)
-      return algo.local_step(params, opt, batch)
-
-    self._step = jax.jit(step)
-    self._init_opt = jax.jit(algo.init_opt)
     self._losses, self._finite = [], []
 
   def local_training(self, k: int, params):
@@ -154,12 +161,22 @@ class _FLBase:
     self.ctx.clients.load_state_dict(d["clients"])
 
 
+_FEDBUFF_REF_ADD = jax.jit(fl.fedbuff_ref_add, static_argnums=2)
+_FEDBUFF_PAPER_ADD = jax.jit(fl.fedbuff_paper_add, static_argnums=4)
+_FEDBUFF_PAPER_FLUSH = jax.jit(fl.fedbuff_paper_flush, static_argnums=2)
+_CA2FL_ARRIVE = jax.jit(lambda st, k, start, end: fl.ca2fl_arrive(
+    st, k, jax.tree_util.tree_map(lambda a, b: a - b, end, start)))
+_CA2FL_REF_FLUSH = jax.jit(fl.ca2fl_ref_flush)
+_CA2FL_PAPER_FLUSH = jax.jit(fl.ca2fl_paper_flush)
+FEDAVG_AGGREGATE = jax.jit(fl.fedavg_aggregate)
+
+
 class FedAvgRunner(_FLBase):
   """FedAvg (spec §2.1): C clients per round, trained one after another, data-weighted average."""
 
   def __init__(self, ctx: RunContext):
     super().__init__(ctx)
-    self._aggregate = jax.jit(fl.fedavg_aggregate)
+    self._aggregate = FEDAVG_AGGREGATE
 
   def run_iteration(self) -> dict:
     selected = self.rng.choice(self.K, self.C, replace=False)
@@ -193,43 +210,41 @@ class AsyncFLRunner(_FLBase):
     self.live = np.zeros(self.C, bool)         # REF CA2FL aliasing: train from the live global
     self.dispatch_version = np.zeros(self.C, np.int64)
     self.count = 0
-    if method == "fedbuff":
-      self.acc = fl.zeros_like(self.glob)
-      add = (lambda acc, start, end, tau: fl.fedbuff_ref_add(acc, end, self.C)) \
-          if self.rule == "ref" else \
-          (lambda acc, start, end, tau: fl.fedbuff_paper_add(acc, start, end, tau,
-                                                              cfg.fedbuff.staleness))
-      self._add = jax.jit(add)
-      self._flush = jax.jit(lambda glob, acc: acc if self.rule == "ref" else
-                            fl.fedbuff_paper_flush(glob, acc, self.C, self.server_lr))
+    self.staleness = cfg.fedbuff.staleness if method == "fedbuff" else "none"
+    self.data_weights = self.sizes / self.sizes.sum()    # CA2FL REF: P_k over all K clients
+    self.acc = (fl.zeros_like(self.glob) if method == "fedbuff"
+                else fl.ca2fl_init(self.glob, self.K))
+
+  def arrive(self, s: int, k: int, start, end) -> None:
+    """Client k (slot s) uploads; its update enters the buffer / the caches."""
+    if self.method == "ca2fl":
+      self.acc = _CA2FL_ARRIVE(self.acc, np.int32(k), start, end)
+    elif self.rule == "ref":
+      self.acc = _FEDBUFF_REF_ADD(self.acc, end, self.C)
     else:
-      self.acc = fl.ca2fl_init(self.glob, self.K)
-      p_all = self.sizes / self.sizes.sum()
-      self._add = jax.jit(lambda st, start, end, k: fl.ca2fl_arrive(
-          st, k, jax.tree_util.tree_map(lambda a, b: a - b, end, start)))
-      self._flush = jax.jit(lambda glob, st: fl.ca2fl_ref_flush(glob, st, p_all)
-                            if self.rule == "ref" else
-                            fl.ca2fl_paper_flush(glob, st, self.server_lr))
+      tau = np.float32(self.global_iters - self.dispatch_version[s])
+      self.acc = _FEDBUFF_PAPER_ADD(self.acc, start, end, tau, self.staleness)
+
+  def flush(self) -> None:
+    if self.method == "fedbuff":
+      self.glob = (self.acc if self.rule == "ref" else
+                   _FEDBUFF_PAPER_FLUSH(self.glob, self.acc, self.C, np.float32(self.server_lr)))
+      self.acc = fl.zeros_like(self.glob)
+    elif self.rule == "ref":
+      self.glob, self.acc = _CA2FL_REF_FLUSH(self.glob, self.acc, self.data_weights)
+    else:
+      self.glob, self.acc = _CA2FL_PAPER_FLUSH(self.glob, self.acc, np.float32(self.server_lr))
 
   def run_iteration(self) -> dict:
     while True:
       s, k = self.clock.next_arrival()
       self.t_now = self.clock.t_now
       start = self.glob if self.live[s] else self.slots[s]
-      end = self.local_training(k, start)
-      if self.method == "fedbuff":
-        tau = np.float32(self.global_iters - self.dispatch_version[s])
-        self.acc = self._add(self.acc, start, end, tau)
-      else:
-        self.acc = self._add(self.acc, start, end, np.int32(k))
+      self.arrive(s, k, start, self.local_training(k, start))
       self.count += 1
       flushed = self.count == self.C
       if flushed:
-        if self.method == "fedbuff":
-          self.glob = self._flush(self.glob, self.acc)
-          self.acc = fl.zeros_like(self.glob)
-        else:
-          self.glob, self.acc = self._flush(self.glob, self.acc)
+        self.flush()
         self.count = 0
         self.global_iters += 1
       self.clock.replace(s)

@@ -18,6 +18,7 @@ Clocks (spec §1.9 constants via `TimeModel`):
   time constants the REF candidates overstate S2FL's per-iteration cost against MiniBatch-SFL;
   `s2fl.candidates="model"` uses the model's own split as the only candidate instead.
 """
+import functools
 from typing import Sequence
 
 import jax
@@ -28,6 +29,7 @@ from gas_jax.algorithms import fl, sfl
 from gas_jax.config import ConfigError
 from gas_jax.registry import ALGORITHMS
 from gas_jax.runners import RunContext, finite_check
+from gas_jax.runners import fl_runner
 from gas_jax.runners.fl_runner import selection_rng
 
 S2FL_REF_CANDIDATES = ((884_736, 262_144), (5_603_328, 131_072))   # (FLOPs/image, bits/image)
@@ -66,6 +68,26 @@ def s2fl_round_end(tm, selected: Sequence[int], local_iters: int, t_now: float,
   return float(max(t + tm.upload_model(int(k)) for k in selected))
 
 
+_MEAN = jax.jit(sfl.mean_trees)
+
+
+@functools.lru_cache(maxsize=16)
+def compiled_steps(model, hp: fl.FLHParams):
+  """(algorithm, jit(client step), jit(server step), jit(init_opt)) with on-device minibatch
+  gathers, cached per (model, hparams) so runners built in one process share compilations."""
+  algo = sfl.build(model, hp)
+
+  def client(theta, copt, phi, data, idx, mask, it):
+    batch = dict(x=data["x"][idx], y=data["y"][idx], mask=mask, global_iter=it)
+    return algo.client_step(theta, copt, phi, batch)
+
+  def server(phi, sopt, data, acts, idx, mask, it):
+    batch = dict(act=jnp.concatenate(acts), y=data["y"][idx], mask=mask, global_iter=it)
+    return algo.server_step(phi, sopt, batch)
+
+  return algo, jax.jit(client), jax.jit(server), jax.jit(algo.init_opt)
+
+
 class SyncSflRunner:
   """MiniBatch-SFL (one group of all C clients) and S2FL (label-balanced groups)."""
 
@@ -73,8 +95,9 @@ class SyncSflRunner:
     cfg = ctx.config
     self.ctx, self.cfg, self.grouped = ctx, cfg, grouped
     self.K, self.C, self.E = cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters
-    self.algo = algo = sfl.build(ctx.model, fl.hparams_from_config(cfg))
-    self.theta, self.phi, self.copt, self.sopt = algo.init(
+    self.algo, self._client, self._server, self._init_opt = compiled_steps(
+        ctx.model, fl.hparams_from_config(cfg))
+    self.theta, self.phi, self.copt, self.sopt = self.algo.init(
         jax.random.fold_in(jax.random.key(cfg.seed), 0))
     self.per_client = cfg.clients.momentum == "per_client"
     self.sizes = ctx.clients.sizes.astype(np.float64)
@@ -86,19 +109,7 @@ class SyncSflRunner:
       tm = ctx.time_model
       self.candidates = (S2FL_REF_CANDIDATES if cfg.s2fl.candidates == "ref"
                          else ((tm.client_flops, tm.activation_bits),))
-
-    def client(theta, copt, phi, data, idx, mask, it):
-      batch = dict(x=data["x"][idx], y=data["y"][idx], mask=mask, global_iter=it)
-      return algo.client_step(theta, copt, phi, batch)
-
-    def server(phi, sopt, data, acts, idx, mask, it):
-      batch = dict(act=jnp.concatenate(acts), y=data["y"][idx], mask=mask, global_iter=it)
-      return algo.server_step(phi, sopt, batch)
-
-    self._client, self._server = jax.jit(client), jax.jit(server)
-    self._init_opt = jax.jit(algo.init_opt)
-    self._mean = jax.jit(sfl.mean_trees)
-    self._aggregate = jax.jit(fl.fedavg_aggregate)
+    self._mean, self._aggregate = _MEAN, fl_runner.FEDAVG_AGGREGATE
 
   def groups(self, selected) -> list:
     if not self.grouped:

@@ -1,0 +1,125 @@
+r"""Runs a method x seed x partition comparison and writes a paper-style table and plots.
+
+    python launch/compare.py --config=configs/digits.py \
+        --methods=gas,gas_nogen,fedavg,fedbuff,ca2fl,minibatch_sfl,s2fl --seeds=0,1,2 \
+        --partitions=shard2,dir0.1 --workdir=runs/compare --jobs=2 [--config.x=v ...]
+
+Every cell runs as its own process,
+`python -m gas_jax.main --config=CONFIG --workdir=DIR/<partition>/<method>/seed<k>
+ [--config.x=v ...] --config.algorithm=<method> --config.seed=<k> <partition overrides>`,
+with its output in that directory's log.txt; `--jobs` runs several at once. Cells whose
+summary.json exists are skipped (an interrupted cell resumes from its checkpoint). Then
+DIR/results.md, DIR/accuracy_vs_time.png and DIR/accuracy_vs_iteration.png are written from all
+finished cells (`gas_jax.report`). Without --partitions the config's own partition is the only
+column. Exits non-zero if any cell failed.
+"""
+import os
+import subprocess
+import sys
+import time
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from gas_jax import config as config_lib
+from gas_jax import registry, report
+import gas_jax.runners  # noqa: F401  (fills the algorithm registry)
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Base experiment config file.",
+                                          lock_config=True)
+_METHODS = flags.DEFINE_list("methods", None, "Algorithms (config.algorithm values).")
+_SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (config.seed values).")
+_PARTITIONS = flags.DEFINE_list("partitions", [], "Partitions: shardN, dirALPHA, iid.")
+_WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the comparison.")
+_JOBS = flags.DEFINE_integer("jobs", 1, "Runs at once.")
+flags.mark_flags_as_required(["config", "methods", "workdir"])
+
+_OWN = ("--config.algorithm", "--config.seed", "--config.data.partition", "--config.data.shards",
+        "--config.data.alpha")
+
+
+def partition_overrides(config, label: str):
+  """shard2 -> data.partition/shards flags etc. (checked by config.apply_partition_arg)."""
+  cfg = config.copy_and_resolve_references()
+  config_lib.apply_partition_arg(cfg, label)
+  d = cfg.data
+  return [f"--config.data.partition={d.partition}", f"--config.data.shards={d.shards}",
+          f"--config.data.alpha={d.alpha}"]
+
+
+def user_args(argv):
+  """The --config=... argument and the --config.x=v overrides, as given (ours removed)."""
+  config_arg, overrides, it = None, [], iter(argv)
+  for a in it:
+    if a == "--config":
+      config_arg = "--config=" + next(it)
+    elif a.startswith("--config="):
+      config_arg = a
+    elif a.startswith("--config."):
+      if "=" not in a:
+        a = a + "=" + next(it)
+      if a.split("=", 1)[0] in _OWN:
+        logging.warning("ignoring %s: compare.py sets it per cell", a)
+      else:
+        overrides.append(a)
+  return config_arg, overrides
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  config, root = _CONFIG.value, _WORKDIR.value
+  methods = _METHODS.value
+  unknown = [m for m in methods if m not in registry.ALGORITHMS]
+  if unknown:
+    sys.exit(f"error: --methods: unknown {unknown}; allowed: "
+             f"{', '.join(registry.ALGORITHMS.names())}")
+  try:
+    seeds = [int(s) for s in _SEEDS.value]
+  except ValueError:
+    sys.exit(f"error: --seeds={','.join(_SEEDS.value)} must be integers")
+  partitions = _PARTITIONS.value or [report.partition_label(config)]
+  try:
+    part_flags = {p: partition_overrides(config, p) for p in partitions}
+  except config_lib.ConfigError as e:
+    sys.exit(f"error: --partitions: {e}")
+  config_arg, overrides = user_args(sys.argv[1:])
+
+  cells = [(p, m, s) for p in partitions for m in methods for s in seeds]
+  todo = [c for c in cells if not os.path.exists(os.path.join(report.cell_dir(root, *c),
+                                                               "summary.json"))]
+  logging.info("%d cells, %d already done, %d to run with %d job(s)", len(cells),
+               len(cells) - len(todo), len(todo), _JOBS.value)
+  running, failed, start = {}, [], time.time()
+  while todo or running:
+    while todo and len(running) < max(1, _JOBS.value):
+      p, m, s = cell = todo.pop(0)
+      wd = report.cell_dir(root, p, m, s)
+      os.makedirs(wd, exist_ok=True)
+      cmd = [sys.executable, "-m", "gas_jax.main", config_arg, f"--workdir={wd}", *overrides,
+             f"--config.algorithm={m}", f"--config.seed={s}", *part_flags[p]]
+      log = open(os.path.join(wd, "log.txt"), "w")
+      running[cell] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log,
+                       time.time())
+    time.sleep(0.2)
+    for cell, (proc, log, t0) in list(running.items()):
+      if proc.poll() is None:
+        continue
+      log.close()
+      del running[cell]
+      status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
+      logging.info("%s/%s/seed%d %s in %.0f s (total %.0f s)", *cell, status, time.time() - t0,
+                   time.time() - start)
+      if proc.returncode:
+        failed.append(os.path.join(report.cell_dir(root, *cell), "log.txt"))
+  paths = report.write_report(root, methods, partitions, seeds)
+  with open(paths["table"]) as f:
+    print(f.read())
+  logging.info("wrote %s", ", ".join(paths.values()))
+  if failed:
+    sys.exit("error: failed cells (see their logs): " + ", ".join(failed))
+
+
+if __name__ == "__main__":
+  app.run(main)
