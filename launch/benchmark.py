@@ -91,8 +91,12 @@ def measure(config, iters):
   wall = (time.perf_counter() - t) / iters
   # Per-call times, blocking after each call (no overlap of host and device work).
   runner.client_run = client_run = Timed(runner.client_run)
+  runner.cohort_run = cohort_run = Timed(runner.cohort_run)
   runner.server_run = server_run = Timed(runner.server_run)
+  steps0 = runner.client_steps
   infos += [runner.run_iteration() for _ in range(iters)]
+  client_run.total += cohort_run.total
+  client_run.calls = runner.client_steps - steps0      # client steps, whatever the grouping
   return ctx, synthetic, runner, infos, wall, client_run, server_run
 
 
@@ -113,7 +117,7 @@ def main(argv):
   flops_iter = steps_per_iter * client_step_flops + updates_per_iter * server_update_flops
   t_server = srun.total / max(srun.calls, 1)
   t_client = crun.total / max(crun.calls, 1)
-  # Generation cost: the same server update with generation off, same buffers.
+  # Generation cost: the same server update with generation off (same shapes and schedule).
   gen_fraction = None
   if config.generate and config.algorithm == "gas":
     nogen = config.copy_and_resolve_references()
@@ -130,6 +134,7 @@ def main(argv):
       wall_over_flops_at_peak=wall / (flops_iter / (peak * 1e9)),
       client_steps_per_iter=steps_per_iter, server_updates_per_iter=updates_per_iter,
       client_step_s=t_client, server_update_s=t_server,
+      cohort_size=config.execution.cohort_size, backend=jax.default_backend(),
       server_update_peak_fraction=server_update_flops / t_server / (peak * 1e9),
       cohort_peak_fraction=client_step_flops / t_client / (peak * 1e9),
       generation_fraction=gen_fraction, generated_per_update=gen,
