@@ -19,10 +19,19 @@ _DISTRIBUTED = flags.DEFINE_bool(
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+class _QuietLibraries:
+  """Keeps INFO chatter of orbax/jax out of the run log (warnings still pass)."""
+
+  def filter(self, record):
+    path = record.pathname.replace("\\", "/")
+    return record.levelno > 20 or not ("/orbax/" in path or "/jax/" in path)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
+  logging.get_absl_handler().addFilter(_QuietLibraries())
   if _DISTRIBUTED.value:
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize()

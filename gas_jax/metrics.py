@@ -84,13 +84,15 @@ class Progress:
     self.start = time.time()
     self.start_iter = start_iter
     self.last = -float("inf")
+    self.last_logged = None
 
   def update(self, row: Dict, force: bool = False) -> None:
     now = time.time()
     done = row["global_iteration"]
-    if not force and now - self.last < self.every_s and done < self.total:
+    if done == self.last_logged or (
+        not force and now - self.last < self.every_s and done < self.total):
       return
-    self.last = now
+    self.last, self.last_logged = now, done
     rate = (now - self.start) / max(done - self.start_iter, 1)
     eta = rate * (self.total - done)
     logging.info("iteration %d/%d  test_accuracy %.4f  test_loss %.4f  simulated %.1f s  "
