@@ -55,6 +55,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   c.stats = ml_collections.ConfigDict()
   c.stats.method = "sqrt"         # "sqrt": Sigma = G^T G / W + r I (exact, no Cholesky) | "cholesky" (REF-literal)
+  c.stats.covariance = "full"     # "full" | "diag" (per-dimension variances, for large splits)
   c.stats.jitter = 1e-5           # REF adds jitter*I on every merge; 0 = paper eq. (12)
   c.stats.block = 16              # rows per label-pure block in the merge
 
@@ -79,14 +80,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.fedbuff.server_lr = 1.0       # "paper": eta_g in w <- w + eta_g * mean(Delta)
   c.fedbuff.staleness = "none"    # "paper": "none" | "sqrt" (Delta / sqrt(1 + staleness))
   c.ca2fl = ml_collections.ConfigDict()
-  c.ca2fl.rule = "ref"            # "ref" (w += sum_k P_k h_k, all K caches) | "paper" (v = hbar + mean(Delta - h))
+  c.ca2fl.rule = "ref"            # "ref" (w += sum_k P_k h_k) | "paper" (v = hbar + mean(Delta - h))
   c.ca2fl.server_lr = 1.0         # "paper": eta in w <- w + eta * v
-  c.ca2fl.true_staleness = False  # False: REF aliasing (re-dispatched clients train from the live global)
+  c.ca2fl.true_staleness = False  # False: REF aliasing (re-dispatched clients use the live global)
   c.s2fl = ml_collections.ConfigDict()
   c.s2fl.num_groups = 2           # client groups per round (must divide clients.participating)
   c.s2fl.search_passes = 100      # REF's grouping local-search passes
-  c.s2fl.candidates = "ref"       # split candidates of the time-only adaptive split: "ref" (REF's two
-                                  # AlexNet (FLOPs, bits) pairs, always) | "model" (the model's own split only)
+  c.s2fl.candidates = "ref"       # time-only split candidates: "ref" (REF's two AlexNet pairs,
+                                  # always) | "model" (the model's own split only)
   # Gradient dissimilarity of the server update (paper Fig. 2a, spec §1.10; GAS only).
   c.grad_dissimilarity = ml_collections.ConfigDict()
   c.grad_dissimilarity.enabled = False

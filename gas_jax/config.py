@@ -91,6 +91,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   _positive(config, "weighting.a")
   _non_negative(config, "weighting.b")
   _choice(config, "stats.method", ("sqrt", "cholesky"))
+  _choice(config, "stats.covariance", ("full", "diag"))
   _non_negative(config, "stats.jitter")
   _positive_int(config, "stats.block")
   _positive(config, "time.compute_min")

@@ -64,6 +64,8 @@ def init(num_labels: int, dim: int, dtype=jnp.float32) -> GaussianStats:
 def covariance(stats) -> jax.Array:
   """Sigma_y for every label ([M, D, D]; zeros for unseen labels). Explicit: for tests/debug."""
   w = jnp.where(stats.seen, stats.weight, 1.0)
+  if isinstance(stats, DiagStats):
+    return jax.vmap(jnp.diag)(stats.var + stats.jitter[:, None]) * stats.seen[:, None, None]
   if isinstance(stats, SqrtStats):
     gram = jnp.einsum("mcd,mce->mde", stats.rows, stats.rows, precision=_HIGHEST)
     eye = jnp.eye(stats.dim, dtype=gram.dtype)
@@ -136,6 +138,8 @@ def merge(stats, x: jax.Array, labels: jax.Array, w: jax.Array, *,
   """Merges rows x [N, D] with labels [N] and weights w [N] (0 = ignore) into the statistics."""
   if isinstance(stats, SqrtStats):
     return _merge_sqrt(stats, x, labels, w, jitter, block)
+  if isinstance(stats, DiagStats):
+    return _merge_diag(stats, x, labels, w, jitter)
   m, d = stats.num_labels, stats.dim
   mean_new, w_new, jit_new, add_j, merged, blocks, block_label = _merge_rows(
       stats, x, labels, w, jitter, block)
@@ -179,7 +183,7 @@ def cholesky_with_jitter(cov: jax.Array, max_tries: int = 100) -> jax.Array:
 def refresh_factors(stats, need: jax.Array):
   """Refactorises Sigma_y for labels with need[y] whose factor is stale (one jitted call).
   A no-op for the square-root factor, which needs no factorisation."""
-  if isinstance(stats, SqrtStats):
+  if isinstance(stats, (SqrtStats, DiagStats)):
     return stats
   todo = need & stats.seen & ~stats.chol_fresh
   cov = covariance(stats)
@@ -197,6 +201,10 @@ def sample(stats, key: jax.Array, num: int) -> jax.Array:
   mu_y + G_y^T z1 / sqrt(W_y) + sqrt(r_y) z2 with the square-root factor."""
   if isinstance(stats, SqrtStats):
     return _sample_sqrt(stats, key, num)
+  if isinstance(stats, DiagStats):
+    z = jax.random.normal(key, (stats.num_labels, num, stats.dim), stats.mean.dtype)
+    sd = jnp.sqrt(jnp.maximum(stats.var, 0.0) + stats.jitter[:, None])
+    return stats.mean[:, None, :] + sd[:, None, :] * z
   z = jax.random.normal(key, (stats.num_labels, num, stats.dim), stats.mean.dtype)
   return stats.mean[:, None, :] + jnp.einsum("mnd,med->mne", z, stats.chol, precision=_HIGHEST)
 
@@ -295,6 +303,57 @@ def _sample_sqrt(stats: SqrtStats, key, num):
   low = jnp.einsum("mnc,mcd->mnd", z1, stats.rows, precision=_HIGHEST)
   return (stats.mean[:, None, :] + low * inv_sqrt_w[:, None, None]
           + jnp.sqrt(stats.jitter)[:, None, None] * z2)
+
+
+# ---------------------------------------------------------------------------------------------
+# Diagonal covariance (REF's commented-out variant, spec §3.5): for high-dimensional splits.
+
+
+@struct.dataclass
+class DiagStats:
+  """Per-label weighted mean and per-dimension variance; Sigma_y = diag(var_y) + r_y I."""
+  mean: jax.Array      # [M, D]
+  var: jax.Array       # [M, D]
+  weight: jax.Array    # [M]
+  jitter: jax.Array    # [M]
+  seen: jax.Array      # [M] bool
+
+  @property
+  def num_labels(self) -> int:
+    return self.mean.shape[0]
+
+  @property
+  def dim(self) -> int:
+    return self.mean.shape[1]
+
+
+def init_diag(num_labels: int, dim: int, dtype=jnp.float32) -> DiagStats:
+  z = jnp.zeros((num_labels,), dtype)
+  return DiagStats(mean=jnp.zeros((num_labels, dim), dtype), var=jnp.zeros((num_labels, dim), dtype),
+                   weight=z, jitter=z, seen=jnp.zeros((num_labels,), bool))
+
+
+def _merge_diag(stats: DiagStats, x, labels, w, jitter):
+  m = stats.num_labels
+  x = x.astype(stats.mean.dtype)
+  w = w.astype(stats.mean.dtype)
+  onehot = jax.nn.one_hot(labels, m, dtype=x.dtype) * w[:, None]
+  wb = onehot.sum(0)
+  merged = wb > 0
+  old_w = jnp.where(stats.seen, stats.weight, 0.0)
+  w_new = old_w + wb
+  w_safe = jnp.where(merged, w_new, 1.0)
+  mean_new = jnp.where(merged[:, None], (old_w[:, None] * stats.mean
+                                         + jnp.matmul(onehot.T, x, precision=_HIGHEST))
+                       / w_safe[:, None], stats.mean)
+  sq = jnp.matmul(onehot.T, jnp.square(x - mean_new[labels]), precision=_HIGHEST)
+  scatter = old_w[:, None] * (stats.var + jnp.square(stats.mean - mean_new)) + sq
+  add_j = jnp.where(merged & stats.seen, jitter, 0.0)
+  return stats.replace(
+      mean=mean_new, var=jnp.where(merged[:, None], scatter / w_safe[:, None], stats.var),
+      weight=jnp.where(merged, w_new, stats.weight),
+      jitter=jnp.where(merged, old_w / w_safe * stats.jitter + add_j, stats.jitter),
+      seen=stats.seen | merged)
 
 
 @functools.partial(jax.jit, static_argnames=("jitter", "block"))

@@ -44,6 +44,7 @@ class GasHParams:
   stats_jitter: float = stats_lib.REF_JITTER
   stats_block: int = 16
   stats_method: str = "sqrt"    # "sqrt" (square-root factor, default) | "cholesky" (REF-literal)
+  stats_covariance: str = "full"  # "full" | "diag" (high-dimensional splits, spec §3.5)
 
 
 @struct.dataclass
@@ -117,6 +118,8 @@ def build(model, hp: GasHParams) -> Algorithm:
         global_iter=jnp.zeros((), jnp.int32))
     if not hp.generate:
       stats = stats_lib.init(m, 1)       # unused placeholder
+    elif hp.stats_covariance == "diag":
+      stats = stats_lib.init_diag(m, dim)
     elif hp.stats_method == "cholesky":
       stats = stats_lib.init(m, dim)
     else:
@@ -265,4 +268,4 @@ def hparams_from_config(config, num_classes: int, generate: bool) -> GasHParams:
       clip_norm=config.optimizer.clip_norm,
       shared_momentum=config.clients.momentum == "shared",
       stats_jitter=config.stats.jitter, stats_block=config.stats.block,
-      stats_method=config.stats.method)
+      stats_method=config.stats.method, stats_covariance=config.stats.covariance)
