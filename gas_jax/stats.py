@@ -328,9 +328,9 @@ class DiagStats:
 
 
 def init_diag(num_labels: int, dim: int, dtype=jnp.float32) -> DiagStats:
-  z = jnp.zeros((num_labels,), dtype)
   return DiagStats(mean=jnp.zeros((num_labels, dim), dtype), var=jnp.zeros((num_labels, dim), dtype),
-                   weight=z, jitter=z, seen=jnp.zeros((num_labels,), bool))
+                   weight=jnp.zeros((num_labels,), dtype), jitter=jnp.zeros((num_labels,), dtype),
+                   seen=jnp.zeros((num_labels,), bool))
 
 
 def _merge_diag(stats: DiagStats, x, labels, w, jitter):
