@@ -18,6 +18,7 @@ def get_config(arg: str = ""):
   c.model.name = "alexnet"
   c.model.split = "L2"
   c.time.ref_constants = True
+  c.data.augment = True
   if arg:
     from gas_jax import config as config_lib
     config_lib.apply_partition_arg(c, arg)

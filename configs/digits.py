@@ -26,6 +26,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.data.shards = 2               # shards (labels) per client for "shard"
   c.data.alpha = 0.1              # Dirichlet concentration for "dirichlet"
   c.data.min_size = 10            # Dirichlet: retry until every client has this many samples
+  c.data.augment = False          # random crop (pad 4) + horizontal flip, CIFAR-like data
 
   c.clients = ml_collections.ConfigDict()
   c.clients.num = 20              # K

@@ -69,6 +69,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   _positive_int(config, "data.shards")
   _positive(config, "data.alpha")
   _positive_int(config, "data.min_size")
+  _choice(config, "data.augment", (True, False))
   for f in ("clients.num", "clients.participating", "clients.local_iters", "clients.batch_size"):
     _positive_int(config, f)
   if config.clients.participating > config.clients.num:

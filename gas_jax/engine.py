@@ -70,7 +70,11 @@ def _maybe_count_traces(fn, max_traces):
   return chex.assert_max_traces(fn, n=max_traces) if max_traces else fn
 
 
-def make_client_runner(algo, max_traces: Optional[int] = None):
+def _augment_key(rng, event_id):
+  return jax.random.fold_in(jax.random.fold_in(rng, event_id), 0xA6)
+
+
+def make_client_runner(algo, max_traces: Optional[int] = None, augment=None):
   """jit(client_step) for one event, writing its activation into the buffer.
 
   (client_state, buffer, server_params, data, event, rng) -> (client_state, buffer, metrics).
@@ -85,6 +89,8 @@ def make_client_runner(algo, max_traces: Optional[int] = None):
   def run(cstate, buffer, server_params, data, ev, rng):
     batch = dict(ev)
     batch["x"] = data["x"][ev["idx"]]
+    if augment is not None:    # spec §4.1: re-drawn every time a sample is drawn
+      batch["x"] = augment(batch["x"], _augment_key(rng, ev["event_id"]))
     batch["y"] = data["y"][ev["idx"]]
     batch["log_prior"] = data["log_prior"][ev["client"]]
     batch["server"] = server_params
@@ -98,7 +104,7 @@ def make_client_runner(algo, max_traces: Optional[int] = None):
   return jax.jit(_maybe_count_traces(run, max_traces), donate_argnums=(0, 1))
 
 
-def make_cohort_runner(algo, mesh=None, max_traces: Optional[int] = None):
+def make_cohort_runner(algo, mesh=None, max_traces: Optional[int] = None, augment=None):
   """jit(cohort_step) over a padded cohort [L] of independent events (issue: cohorts).
 
   With a `mesh` (axis "clients"), the cohort axis of the inputs is sharded across its devices
@@ -108,6 +114,9 @@ def make_cohort_runner(algo, mesh=None, max_traces: Optional[int] = None):
   def run(cstate, buffer, server_params, data, ev, rng):
     batch = dict(ev)
     batch["x"] = data["x"][ev["idx"]]
+    if augment is not None:
+      batch["x"] = jax.vmap(lambda x, i: augment(x, _augment_key(rng, i)))(batch["x"],
+                                                                          ev["event_id"])
     batch["y"] = data["y"][ev["idx"]]
     batch["log_prior"] = data["log_prior"][ev["client"]]
     if mesh is not None:

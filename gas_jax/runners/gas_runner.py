@@ -4,6 +4,7 @@ Per global iteration: the scheduler lists the events up to the next aggregation;
 is one jitted call (minibatch gathered on the device by index); after every C-th step the server
 update runs (statistics merge, generation, server SGD step).
 """
+import functools
 import math
 
 import jax
@@ -11,6 +12,8 @@ import numpy as np
 
 from gas_jax import engine
 from gas_jax.algorithms import gas
+from gas_jax.data import augment as augment_lib
+from gas_jax.data import real
 from gas_jax.registry import ALGORITHMS
 from gas_jax.runners import RunContext, finite_check
 from gas_jax.system import scheduler as scheduler_lib
@@ -36,6 +39,15 @@ def cohort_size(config) -> int:
   if n < 0:
     return 1 if jax.default_backend() == "cpu" else 0
   return n
+
+
+def augmenter(config):
+  """Random crop (4-pixel zero padding) + horizontal flip when config.data.augment (spec §4.1)."""
+  if not config.data.augment:
+    return None
+  spec = real.SPECS.get(config.data.name)
+  pad_value = (augment_lib.zero_pixel_value(spec.mean, spec.std) if spec is not None else None)
+  return functools.partial(augment_lib.augment, pad=4, flip=True, pad_value=pad_value)
 
 
 def device_mesh(config):
@@ -68,8 +80,9 @@ class GasRunner:
       replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
       self.state = jax.device_put(self.state, replicated)
       ctx.data = jax.device_put(ctx.data, replicated)
-    self.client_run = engine.make_client_runner(self.algo)
-    self.cohort_run = engine.make_cohort_runner(self.algo, self.mesh)
+    aug = augmenter(cfg)
+    self.client_run = engine.make_client_runner(self.algo, augment=aug)
+    self.cohort_run = engine.make_cohort_runner(self.algo, self.mesh, augment=aug)
     self.server_run = engine.make_server_runner(self.algo)
     self.agg_w = (np.ones(ctx.clients.num_clients) if cfg.clients.aggregation == "uniform"
                   else ctx.clients.sizes.astype(np.float64))
