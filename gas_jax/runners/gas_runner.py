@@ -106,24 +106,27 @@ class GasRunner:
       if self.cohort_size == 1:          # event by event
         for a in arrays:
           cs, buf, out = self.client_run(cs, buf, ss.server, self.ctx.data, a, self.step_key)
-          client_out.append(out)
+          client_out.append((None, out))
       else:
         n_dev = 1 if self.mesh is None else self.mesh.size
         stacked = engine.stack_events(arrays, engine.bucket(len(arrays), n_dev))
         cs, buf, out = self.cohort_run(cs, buf, ss.server, self.ctx.data, stacked,
                                        self.step_key)
-        client_out += [jax.tree_util.tree_map(lambda x, i=i: x[i], out)
-                       for i in range(len(arrays))]
-      seg = group
-      if seg[-1].server_update:
+        client_out.append((len(arrays), out))
+      if group[-1].server_update:
         ss, sm = self.server_run(ss, buf, np.int32(iteration), self.server_key)
         server_out.append(sm)
     self.state = gas.GasState(client=cs, server=ss, buffer=buf)
     client_out, server_out = jax.device_get((client_out, server_out))
-    client_loss = np.array([o["client_loss"] for o in client_out])
+
+    def per_event(key):   # host side: cohort outputs are [L] arrays padded past n events
+      return np.concatenate([np.atleast_1d(o[key])[:n] if n else np.atleast_1d(o[key])
+                             for n, o in client_out])
+
+    client_loss = per_event("client_loss")
     server_loss = np.array([o["server_loss"] for o in server_out])
     finite_check(sched.global_iters, client_loss=client_loss,
-                 client_gradient=[o["grad_finite"] for o in client_out] or [True],
+                 client_gradient=per_event("grad_finite"),
                  server_loss=server_loss,
                  server_gradient=[o["grad_finite"] for o in server_out] or [True])
     generated = [float(o["generated"]) for o in server_out]
