@@ -31,15 +31,8 @@ REF_JITTER = 1e-5
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
-@struct.dataclass
-class GaussianStats:
-  mean: jax.Array      # [M, D]
-  scatter: jax.Array   # [M, D, D]  S_y = W_y * Sigma_y (REF jitter included)
-  weight: jax.Array    # [M]        W_y, sum of the tags of every row merged so far
-  jitter: jax.Array    # [M]        accumulated isotropic jitter r_y contained in Sigma_y
-  seen: jax.Array      # [M] bool   label has statistics
-  chol: jax.Array      # [M, D, D]  cached Cholesky factor of Sigma_y
-  chol_fresh: jax.Array  # [M] bool  chol matches the current Sigma_y
+class _PerLabel:
+  """Shape accessors shared by the statistics' representations (all hold `mean` [M, D])."""
 
   @property
   def num_labels(self) -> int:
@@ -48,6 +41,17 @@ class GaussianStats:
   @property
   def dim(self) -> int:
     return self.mean.shape[1]
+
+
+@struct.dataclass
+class GaussianStats(_PerLabel):
+  mean: jax.Array      # [M, D]
+  scatter: jax.Array   # [M, D, D]  S_y = W_y * Sigma_y (REF jitter included)
+  weight: jax.Array    # [M]        W_y, sum of the tags of every row merged so far
+  jitter: jax.Array    # [M]        accumulated isotropic jitter r_y contained in Sigma_y
+  seen: jax.Array      # [M] bool   label has statistics
+  chol: jax.Array      # [M, D, D]  cached Cholesky factor of Sigma_y
+  chol_fresh: jax.Array  # [M] bool  chol matches the current Sigma_y
 
 
 def init(num_labels: int, dim: int, dtype=jnp.float32) -> GaussianStats:
@@ -214,7 +218,7 @@ def sample(stats, key: jax.Array, num: int) -> jax.Array:
 
 
 @struct.dataclass
-class SqrtStats:
+class SqrtStats(_PerLabel):
   """Sigma_y = G_y^T G_y / W_y + r_y I with G_y the rows sqrt(w_i)(a_i - mu) merged so far.
 
   A merge appends its centred rows (and the old mean's pseudo-row) to G_y; when G_y would
@@ -228,14 +232,6 @@ class SqrtStats:
   weight: jax.Array    # [M]
   jitter: jax.Array    # [M]  r_y
   seen: jax.Array      # [M] bool
-
-  @property
-  def num_labels(self) -> int:
-    return self.mean.shape[0]
-
-  @property
-  def dim(self) -> int:
-    return self.mean.shape[1]
 
 
 def init_sqrt(num_labels: int, dim: int, capacity: int, dtype=jnp.float32) -> SqrtStats:
@@ -310,21 +306,13 @@ def _sample_sqrt(stats: SqrtStats, key, num):
 
 
 @struct.dataclass
-class DiagStats:
+class DiagStats(_PerLabel):
   """Per-label weighted mean and per-dimension variance; Sigma_y = diag(var_y) + r_y I."""
   mean: jax.Array      # [M, D]
   var: jax.Array       # [M, D]
   weight: jax.Array    # [M]
   jitter: jax.Array    # [M]
   seen: jax.Array      # [M] bool
-
-  @property
-  def num_labels(self) -> int:
-    return self.mean.shape[0]
-
-  @property
-  def dim(self) -> int:
-    return self.mean.shape[1]
 
 
 def init_diag(num_labels: int, dim: int, dtype=jnp.float32) -> DiagStats:
