@@ -143,11 +143,14 @@ def validate_with_data(config: ml_collections.ConfigDict, num_classes: int,
 
 def apply_partition_arg(config: ml_collections.ConfigDict, arg: str) -> None:
   """Config argument 'shard2', 'shard4', 'dir0.1', 'iid' -> data.partition/shards/alpha."""
-  if arg.startswith("shard"):
-    config.data.partition, config.data.shards = "shard", int(arg[5:] or 2)
-  elif arg.startswith("dir"):
-    config.data.partition, config.data.alpha = "dirichlet", float(arg[3:])
-  elif arg == "iid":
-    config.data.partition = "iid"
-  else:
-    raise ConfigError(f"config argument {arg!r} is invalid: use shardN, dirALPHA or iid")
+  try:
+    if arg.startswith("shard"):
+      config.data.partition, config.data.shards = "shard", int(arg[5:] or 2)
+    elif arg.startswith("dir"):
+      config.data.partition, config.data.alpha = "dirichlet", float(arg[3:])
+    elif arg == "iid":
+      config.data.partition = "iid"
+    else:
+      raise ValueError(arg)
+  except ValueError:
+    raise ConfigError(f"config argument {arg!r} is invalid: use shardN, dirALPHA or iid") from None
