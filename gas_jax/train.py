@@ -187,4 +187,5 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
   return writer.write_summary(dict(
       mean_iter_wall_s=float(np.mean(steady)) if steady else None,
       first_iter_wall_s=float(iter_walls[0]) if iter_walls else None,
-      seed=config.seed, algorithm=config.algorithm, generate=bool(config.generate)))
+      seed=config.seed, algorithm=config.algorithm,
+      generate=config.algorithm == "gas" and bool(config.generate)))

@@ -20,10 +20,11 @@ pure functions over parameter pytrees:
   w <- w + eta_g * mean(Delta). REF equals the published rule only if every buffered client
   started from the current global and eta_g = 1.
 - CA2FL REF: each client keeps its latest update h_k = w_end - w_start (kept forever) and a flush
-  applies w <- w + sum_{k=1..K} P_k h_k over ALL K caches, P_k = |D_k| / sum_all |D|. The published
-  rule: v = hbar + mean_{i in S}(Delta_i - h_i^old), w <- w + eta v, h_i <- Delta_i, hbar = mean_k h_k
-  (`CacheState`, `ca2fl_arrive`, `ca2fl_*_flush`). REF's aliasing (re-dispatched clients train
-  from the live global) is the runner's business (`gas_jax.runners.fl_runner`).
+  applies w <- w + sum_{k=1..K} P_k h_k over ALL K caches, P_k = |D_k| / sum_all |D|. The
+  published rule: v = hbar + mean_{i in S}(Delta_i - h_i^old), w <- w + eta v, h_i <- Delta_i,
+  hbar = mean_k h_k (`CacheState`, `ca2fl_arrive`, `ca2fl_*_flush`). REF's aliasing
+  (re-dispatched clients train from the live global) is the runner's business
+  (`gas_jax.runners.fl_runner`).
 """
 import dataclasses
 from typing import Any, Callable, Sequence
@@ -150,9 +151,9 @@ class CacheState:
 
 
 def ca2fl_init(params, num_clients: int) -> CacheState:
-  z = zeros_like(params)
   return CacheState(caches=tree_map(lambda p: jnp.zeros((num_clients,) + p.shape, p.dtype), params),
-                    hbar=z, acc=z, count=jnp.zeros((), jnp.int32))
+                    hbar=zeros_like(params), acc=zeros_like(params),
+                    count=jnp.zeros((), jnp.int32))
 
 
 def ca2fl_arrive(state: CacheState, k, delta) -> CacheState:

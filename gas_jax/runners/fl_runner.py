@@ -161,13 +161,14 @@ class _FLBase:
     self.ctx.clients.load_state_dict(d["clients"])
 
 
-_FEDBUFF_REF_ADD = jax.jit(fl.fedbuff_ref_add, static_argnums=2)
-_FEDBUFF_PAPER_ADD = jax.jit(fl.fedbuff_paper_add, static_argnums=4)
+# Buffers and caches are donated (updated in place; CA2FL's caches hold K model-sized updates).
+_FEDBUFF_REF_ADD = jax.jit(fl.fedbuff_ref_add, static_argnums=2, donate_argnums=0)
+_FEDBUFF_PAPER_ADD = jax.jit(fl.fedbuff_paper_add, static_argnums=4, donate_argnums=0)
 _FEDBUFF_PAPER_FLUSH = jax.jit(fl.fedbuff_paper_flush, static_argnums=2)
 _CA2FL_ARRIVE = jax.jit(lambda st, k, start, end: fl.ca2fl_arrive(
-    st, k, jax.tree_util.tree_map(lambda a, b: a - b, end, start)))
-_CA2FL_REF_FLUSH = jax.jit(fl.ca2fl_ref_flush)
-_CA2FL_PAPER_FLUSH = jax.jit(fl.ca2fl_paper_flush)
+    st, k, jax.tree_util.tree_map(lambda a, b: a - b, end, start)), donate_argnums=0)
+_CA2FL_REF_FLUSH = jax.jit(fl.ca2fl_ref_flush, donate_argnums=1)
+_CA2FL_PAPER_FLUSH = jax.jit(fl.ca2fl_paper_flush, donate_argnums=1)
 FEDAVG_AGGREGATE = jax.jit(fl.fedavg_aggregate)
 
 
