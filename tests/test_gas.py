@@ -131,3 +131,28 @@ def test_lr_decay_sqrt():
   from gas_jax import optim
   np.testing.assert_allclose(float(optim.learning_rate(0.01, jnp.int32(3), "sqrt")), 0.01 / 2.0)
   assert optim.learning_rate(0.01, jnp.int32(3), "none") == 0.01
+
+
+def test_gradient_dissimilarity(model):
+  """V = 0 when the server batch is exactly the test batches' activations; otherwise it equals
+  the mean over parameter tensors of ||g_batch - mean_b g_b||^2 computed tensor by tensor."""
+  algo = _algo(model)
+  theta, phi = model.init(jax.random.key(3))
+  rng = np.random.default_rng(0)
+  tx = jnp.asarray(rng.normal(size=(2, B, 8, 8, 1)), jnp.float32)
+  ty = jnp.asarray(rng.integers(0, M, (2, B)), jnp.int32)
+  same = (model.client_apply(theta, tx[0]), ty[0], jnp.ones(B, bool))
+  v0 = gas.gradient_dissimilarity(model, phi, theta, same, tx[:1], ty[:1])
+  np.testing.assert_allclose(float(v0), 0.0, atol=1e-12)
+  other = (jnp.asarray(rng.normal(size=(B,) + model.activation_shape), jnp.float32), ty[1],
+           jnp.ones(B, bool))
+  v = gas.gradient_dissimilarity(model, phi, theta, other, tx, ty)
+  grad = lambda a, y: jax.grad(lambda p: gas.losses.masked_mean_ce(   # noqa: E731
+      model.server_apply(p, a), y, jnp.ones(B, bool)))(phi)
+  g_b = jax.tree_util.tree_leaves(grad(other[0], other[1]))
+  g0 = jax.tree_util.tree_leaves(grad(model.client_apply(theta, tx[0]), ty[0]))
+  g1 = jax.tree_util.tree_leaves(grad(model.client_apply(theta, tx[1]), ty[1]))
+  expected = np.mean([np.sum((np.asarray(a, np.float64) - (np.asarray(b0) + np.asarray(b1)) / 2) ** 2)
+                      for a, b0, b1 in zip(g_b, g0, g1)])
+  np.testing.assert_allclose(float(v), expected, rtol=1e-4)
+  del algo

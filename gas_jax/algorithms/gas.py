@@ -45,6 +45,7 @@ class GasHParams:
   stats_block: int = 16
   stats_method: str = "sqrt"    # "sqrt" (square-root factor, default) | "cholesky" (REF-literal)
   stats_covariance: str = "full"  # "full" | "diag" (high-dimensional splits, spec §3.5)
+  keep_last_batch: bool = False   # keep the server's last batch (gradient dissimilarity, Fig. 2a)
 
 
 @struct.dataclass
@@ -64,6 +65,7 @@ class ServerState:
   server_opt: Any
   stats: stats_lib.GaussianStats
   server_updates: jax.Array
+  last_batch: Any = None  # (x, y, valid) of the last server update, for gradient dissimilarity
 
 
 @struct.dataclass
@@ -124,7 +126,12 @@ def build(model, hp: GasHParams) -> Algorithm:
       stats = stats_lib.init(m, dim)
     else:
       stats = stats_lib.init_sqrt(m, dim, stats_lib.sqrt_capacity(dim, c * b, m, hp.stats_block))
-    server = ServerState(server=phi, server_opt=tx.init(phi), stats=stats,
+    last = None
+    if hp.keep_last_batch:
+      rows = c * b + (m * b if hp.generate else 0)
+      last = (jnp.zeros((rows,) + tuple(model.activation_shape), jnp.float32),
+              jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool))
+    server = ServerState(server=phi, server_opt=tx.init(phi), stats=stats, last_batch=last,
                          server_updates=jnp.zeros((), jnp.int32))
     buffer = ActivationBuffer(
         acts=jnp.zeros((c, b, dim), jnp.float32), labels=jnp.zeros((c, b), jnp.int32),
@@ -164,6 +171,8 @@ def build(model, hp: GasHParams) -> Algorithm:
     phi, server_opt = optim.apply(tx, state.server, grads, state.server_opt, lr)
     state = state.replace(server=phi, server_opt=server_opt, stats=st,
                           server_updates=state.server_updates + 1)
+    if hp.keep_last_batch:
+      state = state.replace(last_batch=(x, y, valid))
     return state, dict(server_loss=loss, generated=generated, grad_finite=_finite(grads))
 
   def upload(state: ClientState, slot, agg_weight, aggregate):
@@ -259,6 +268,25 @@ def _finite(tree):
   return jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(tree)]))
 
 
+def gradient_dissimilarity(model, phi, theta_glob, last_batch, test_x, test_y):
+  """Paper Fig. 2a / spec §1.10: V = mean over parameter tensors of ||g_batch - g_true||^2, with
+  g_batch the server gradient on the last server-update batch (after generation) and g_true the
+  mean server gradient over test minibatches test_x [nb, bs, ...] through theta_glob, both at phi."""
+  x, y, valid = last_batch
+  g_batch = jax.grad(lambda p: losses.masked_mean_ce(model.server_apply(p, x), y, valid))(phi)
+
+  def test_grad(xy):
+    tx, ty = xy
+    act = model.client_apply(theta_glob, tx)
+    return jax.grad(lambda p: losses.masked_mean_ce(model.server_apply(p, act), ty,
+                                                    jnp.ones(ty.shape, bool)))(phi)
+
+  g_true = tree_map(lambda g: jnp.mean(g, 0), jax.lax.map(test_grad, (test_x, test_y)))
+  sq = [jnp.sum(jnp.square(a - b_)) for a, b_ in zip(jax.tree_util.tree_leaves(g_batch),
+                                                       jax.tree_util.tree_leaves(g_true))]
+  return jnp.mean(jnp.stack(sq))
+
+
 def hparams_from_config(config, num_classes: int, generate: bool) -> GasHParams:
   return GasHParams(
       participating=config.clients.participating, batch_size=config.clients.batch_size,
@@ -268,4 +296,5 @@ def hparams_from_config(config, num_classes: int, generate: bool) -> GasHParams:
       clip_norm=config.optimizer.clip_norm,
       shared_momentum=config.clients.momentum == "shared",
       stats_jitter=config.stats.jitter, stats_block=config.stats.block,
-      stats_method=config.stats.method, stats_covariance=config.stats.covariance)
+      stats_method=config.stats.method, stats_covariance=config.stats.covariance,
+      keep_last_batch=bool(config.grad_dissimilarity.enabled))

@@ -87,6 +87,8 @@ class GasRunner:
     self.agg_w = (np.ones(ctx.clients.num_clients) if cfg.clients.aggregation == "uniform"
                   else ctx.clients.sizes.astype(np.float64))
     self.client_steps = 0
+    if cfg.grad_dissimilarity.enabled:
+      self._dissimilarity = jax.jit(functools.partial(gas.gradient_dissimilarity, ctx.model))
 
   def run_iteration(self) -> dict:
     sched, clients = self.scheduler, self.ctx.clients
@@ -130,11 +132,23 @@ class GasRunner:
                  server_loss=server_loss,
                  server_gradient=[o["grad_finite"] for o in server_out] or [True])
     generated = [float(o["generated"]) for o in server_out]
-    return dict(server_updates=sched.server_updates, client_steps=self.client_steps,
+    extra = {}
+    if self.cfg.grad_dissimilarity.enabled:
+      extra["grad_dissimilarity"] = self.dissimilarity(sched.global_iters)
+    return dict(**extra,server_updates=sched.server_updates, client_steps=self.client_steps,
                 simulated_time_s=events[-1].iteration_time,
                 client_loss=float(np.mean(client_loss)),
                 server_loss=float(np.mean(server_loss)) if len(server_loss) else None,
                 generated_per_update=float(np.mean(generated)) if generated else 0.0)
+
+  def dissimilarity(self, iteration: int) -> float:
+    """Gradient dissimilarity after an aggregation, on test minibatches drawn from the seed."""
+    gd, ds = self.cfg.grad_dissimilarity, self.ctx.dataset
+    rng = np.random.default_rng(np.random.SeedSequence([self.cfg.seed, 0xD155, iteration]))
+    idx = rng.choice(len(ds.y_test), size=(gd.batches, min(gd.batch_size, len(ds.y_test))))
+    v = self._dissimilarity(self.state.server.server, self.state.client.global_client,
+                            self.state.server.last_batch, ds.x_test[idx], ds.y_test[idx])
+    return float(v)
 
   def eval_params(self):
     return self.state.client.global_client, self.state.server.server
