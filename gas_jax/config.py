@@ -112,8 +112,30 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   _positive_int(config, "checkpoint_every")
   _positive_int(config, "checkpoints_to_keep")
   _positive(config, "log_every_s")
+  _validate_baselines(config)
+  _choice(config, "grad_dissimilarity.enabled", (True, False))
+  _positive_int(config, "grad_dissimilarity.batches")
+  _positive_int(config, "grad_dissimilarity.batch_size")
   if workdir is not None:
     _check_workdir(workdir)
+
+
+def _validate_baselines(config) -> None:
+  """The baselines' own keys (spec §2): FedBuff / CA2FL rules, S2FL grouping."""
+  for method in ("fedbuff", "ca2fl"):
+    _choice(config, f"{method}.rule", ("ref", "paper"))
+    _positive(config, f"{method}.server_lr")
+  _choice(config, "fedbuff.staleness", ("none", "sqrt"))
+  _choice(config, "ca2fl.true_staleness", (True, False))
+  _positive_int(config, "s2fl.num_groups")
+  c = config.clients.participating
+  if c % config.s2fl.num_groups:
+    _fail("s2fl.num_groups", config.s2fl.num_groups,
+          f"must divide clients.participating ({c})")
+  passes = _get(config, "s2fl.search_passes")
+  if isinstance(passes, bool) or not isinstance(passes, int) or passes < 0:
+    _fail("s2fl.search_passes", passes, "must be an integer >= 0")
+  _choice(config, "s2fl.candidates", ("ref", "model"))
 
 
 def _check_workdir(workdir: str) -> None:

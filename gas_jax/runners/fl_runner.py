@@ -18,7 +18,6 @@ import jax
 import numpy as np
 
 from gas_jax.algorithms import fl
-from gas_jax.config import ConfigError
 from gas_jax.registry import ALGORITHMS
 from gas_jax.runners import RunContext, finite_check
 
@@ -27,27 +26,6 @@ SELECT_STREAM = 0x5E1EC7   # numpy stream id of the baselines' client selection
 
 def selection_rng(seed: int) -> np.random.Generator:
   return np.random.default_rng(np.random.SeedSequence([seed, SELECT_STREAM]))
-
-
-def _field(config, field):
-  node = config
-  for part in field.split("."):
-    if part not in node:
-      raise ConfigError(f"{field} is missing from the config")
-    node = node[part]
-  return node
-
-
-def check_choice(config, field, allowed):
-  node = _field(config, field)
-  if node not in allowed or isinstance(node, bool) != any(isinstance(a, bool) for a in allowed):
-    raise ConfigError(f"{field}={node!r} is invalid: allowed: {', '.join(map(str, allowed))}")
-
-
-def check_positive(config, field):
-  node = _field(config, field)
-  if isinstance(node, bool) or not isinstance(node, (int, float)) or not node > 0:
-    raise ConfigError(f"{field}={node!r} is invalid: must be a number > 0")
 
 
 def fedavg_round_end(tm, selected, local_iters: int, t_now: float) -> float:
@@ -271,15 +249,6 @@ class AsyncFLRunner(_FLBase):
     self.count = int(host["count"])
 
 
-def _validate_async(config, method: str) -> None:
-  check_choice(config, f"{method}.rule", ("ref", "paper"))
-  check_positive(config, f"{method}.server_lr")
-  if method == "fedbuff":
-    check_choice(config, "fedbuff.staleness", ("none", "sqrt"))
-  else:
-    check_choice(config, "ca2fl.true_staleness", (True, False))
-
-
 @ALGORITHMS.register("fedavg")
 def make_fedavg(ctx: RunContext) -> FedAvgRunner:
   """FedAvg on the unsplit model (no logit adjustment)."""
@@ -289,12 +258,10 @@ def make_fedavg(ctx: RunContext) -> FedAvgRunner:
 @ALGORITHMS.register("fedbuff")
 def make_fedbuff(ctx: RunContext) -> AsyncFLRunner:
   """FedBuff: REF model averaging by default; `fedbuff.rule="paper"` for the published rule."""
-  _validate_async(ctx.config, "fedbuff")
   return AsyncFLRunner(ctx, "fedbuff")
 
 
 @ALGORITHMS.register("ca2fl")
 def make_ca2fl(ctx: RunContext) -> AsyncFLRunner:
   """CA2FL: REF cache rule and aliasing by default; `ca2fl.rule="paper"`, `ca2fl.true_staleness`."""
-  _validate_async(ctx.config, "ca2fl")
   return AsyncFLRunner(ctx, "ca2fl")

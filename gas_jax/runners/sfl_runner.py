@@ -26,7 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from gas_jax.algorithms import fl, sfl
-from gas_jax.config import ConfigError
 from gas_jax.registry import ALGORITHMS
 from gas_jax.runners import RunContext, finite_check
 from gas_jax.runners import fl_runner
@@ -185,20 +184,6 @@ class SyncSflRunner:
     self.ctx.clients.load_state_dict(host["clients"])
 
 
-def _validate_s2fl(config) -> None:
-  if "s2fl" not in config:
-    raise ConfigError("s2fl is missing from the config")
-  g, passes, c = config.s2fl.num_groups, config.s2fl.search_passes, config.clients.participating
-  if isinstance(g, bool) or not isinstance(g, int) or g < 1 or c % g:
-    raise ConfigError(f"s2fl.num_groups={g!r} is invalid: must be an integer >= 1 that divides "
-                      f"clients.participating ({c})")
-  if isinstance(passes, bool) or not isinstance(passes, int) or passes < 0:
-    raise ConfigError(f"s2fl.search_passes={passes!r} is invalid: must be an integer >= 0")
-  if config.s2fl.candidates not in ("ref", "model"):
-    raise ConfigError(f"s2fl.candidates={config.s2fl.candidates!r} is invalid: allowed: ref, "
-                      "model")
-
-
 @ALGORITHMS.register("minibatch_sfl")
 def make_minibatch_sfl(ctx: RunContext) -> SyncSflRunner:
   """MiniBatch-SFL: one server step per local iteration on all C clients' activations."""
@@ -208,5 +193,4 @@ def make_minibatch_sfl(ctx: RunContext) -> SyncSflRunner:
 @ALGORITHMS.register("s2fl")
 def make_s2fl(ctx: RunContext) -> SyncSflRunner:
   """S2FL: label-balanced client groups, per-group server steps averaged; time-only split."""
-  _validate_s2fl(ctx.config)
   return SyncSflRunner(ctx, grouped=True)
