@@ -129,7 +129,7 @@ def _validate_baselines(config) -> None:
   _choice(config, "ca2fl.true_staleness", (True, False))
   _positive_int(config, "s2fl.num_groups")
   c = config.clients.participating
-  if c % config.s2fl.num_groups:
+  if config.algorithm == "s2fl" and c % config.s2fl.num_groups:
     _fail("s2fl.num_groups", config.s2fl.num_groups,
           f"must divide clients.participating ({c})")
   passes = _get(config, "s2fl.search_passes")

@@ -21,7 +21,6 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
 from ml_collections.config_flags import config_flags
 
 from gas_jax import config as config_lib
@@ -50,8 +49,6 @@ BAD_ARGS = {
     "table3_clients": ("K5:shard2", "K0", "K50:shard2:svhn", "K50:K100", "E10"),
     "table4_split": ("L5", "L0", "L1:L2", "resnet18:L1", "l1"),
 }
-_CACHE_OPTIONS = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-                  "jax_persistent_cache_min_entry_size_bytes")
 
 
 def _module(name):
@@ -164,21 +161,6 @@ def test_bad_argument_is_a_config_error(name, arg):
     _module(name).get_config(arg)
   with pytest.raises(config_lib.ConfigError, match="config argument"):
     _load(name, arg)
-
-
-@pytest.fixture(scope="module")
-def compile_cache(tmp_path_factory):
-  """A fresh persistent compilation cache for this module; the previous settings are restored."""
-  path = str(tmp_path_factory.mktemp("jax_cache"))
-  old = {option: getattr(jax.config, option) for option in _CACHE_OPTIONS}
-  jax.config.update("jax_compilation_cache_dir", path)
-  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-  jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
-  compilation_cache.reset_cache()
-  yield path
-  for option, value in old.items():
-    jax.config.update(option, value)
-  compilation_cache.reset_cache()
 
 
 @pytest.mark.parametrize("name,arg", _run_cases())
