@@ -11,11 +11,7 @@ def masked_mean_ce(logits, labels, mask):
 
 
 def logit_adjusted_ce(logits, labels, mask, log_prior):
-  """Eq. (6): CE(f(x) + tau * log p_k(y), y) with tau = 1 (REF); log_prior = log(p_k + 1e-12)."""
+  """Eq. (6): CE(f(x) + tau * log p_k(y), y) with tau = 1 (REF); log_prior = log(p_k + 1e-12)
+  from the client's whole local label histogram (`data.clients.ClientData.logit_adjustment`)."""
   return masked_mean_ce(logits + log_prior, labels, mask)
 
-
-def log_prior(label_counts, eps=1e-12):
-  """log(p_k + 1e-12) from a client's full local label counts (REF utils.py:140-158)."""
-  counts = jnp.asarray(label_counts, jnp.float32)
-  return jnp.log(counts / jnp.sum(counts, -1, keepdims=True) + eps)
