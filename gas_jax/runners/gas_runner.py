@@ -75,7 +75,8 @@ class GasRunner:
     self.step_key = jax.random.fold_in(key, 1)
     self.server_key = jax.random.fold_in(key, 2)
     self.cohort_size = cohort_size(cfg)
-    self.mesh = device_mesh(cfg)
+    # The mesh shards the cohort axis; event-by-event steps would only be replicated on it.
+    self.mesh = device_mesh(cfg) if self.cohort_size != 1 else None
     if self.mesh is not None:
       replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
       self.state = jax.device_put(self.state, replicated)
