@@ -1,7 +1,7 @@
 r"""Table 4 of the paper: the split-layer ablation (GAS, CIFAR-10, shard=3, T=1000).
 
 K=20, C=10, E=20, B=32. The argument is the split, L1 (shallowest) .. L4, optionally with the
-model ("alexnet", the default; "vgg16" once that model is registered), e.g.
+model ("alexnet", the default, or "vgg16"), e.g.
 
     python -m gas_jax.main --config=configs/table4_split.py:L1 --config.data.dir=/path/to/data \
         --workdir=/tmp/gas_table4_alexnet_L1
@@ -21,7 +21,7 @@ Paper, Table 4 (GAS test accuracy %, mean ± std over 3 seeds):
 | L3    | L3          | 82.07±0.65 | vgg16:L3  | 76.36±3.69 |
 | L4    | L4          | 72.02±4.39 | vgg16:L4  | 79.01±2.92 |
 
-No argument means alexnet:L2.
+No argument means alexnet:L2. The whole table (3 seeds each): `launch/table4.sh DATA_DIR OUT_DIR`.
 """
 from configs import _args
 from configs import cifar10

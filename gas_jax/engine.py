@@ -74,16 +74,13 @@ def _augment_key(rng, event_id):
   return jax.random.fold_in(jax.random.fold_in(rng, event_id), 0xA6)
 
 
-def make_client_runner(algo, max_traces: Optional[int] = None, augment=None):
-  """jit(client_step) for one event, writing its activation into the buffer.
+def client_event(algo, augment=None):
+  """The unjitted body of one client event (jitted by `make_client_runner`, vmapped over seeds
+  by `gas_jax.runners.seeds`).
 
   (client_state, buffer, server_params, data, event, rng) -> (client_state, buffer, metrics).
   `data` holds the device-resident train set (x, y) and the per-client log-priors; the event
   gathers its minibatch by index, so only indices cross the host-device boundary.
-
-  Events run one jitted call each from a host loop: XLA's CPU backend runs convolutions inside
-  `while`/`conditional` ops (lax.scan, lax.cond) about 15x slower than at the top level of a
-  program (measured: 10 cnn_small steps 750 ms scanned vs 50 ms as separate calls).
   """
 
   def run(cstate, buffer, server_params, data, ev, rng):
@@ -101,7 +98,18 @@ def make_client_runner(algo, max_traces: Optional[int] = None, augment=None):
         row_mask=buffer.row_mask.at[pos].set(ev["mask"]), tags=buffer.tags.at[pos].set(ev["tag"]))
     return cstate, buffer, out
 
-  return jax.jit(_maybe_count_traces(run, max_traces), donate_argnums=(0, 1))
+  return run
+
+
+def make_client_runner(algo, max_traces: Optional[int] = None, augment=None):
+  """jit(client_event): one event per call, writing its activation into the buffer.
+
+  Events run one jitted call each from a host loop: XLA's CPU backend runs convolutions inside
+  `while`/`conditional` ops (lax.scan, lax.cond) about 15x slower than at the top level of a
+  program (measured: 10 cnn_small steps 750 ms scanned vs 50 ms as separate calls).
+  """
+  return jax.jit(_maybe_count_traces(client_event(algo, augment), max_traces),
+                 donate_argnums=(0, 1))
 
 
 def make_cohort_runner(algo, mesh=None, max_traces: Optional[int] = None, augment=None):
@@ -145,10 +153,15 @@ def event_arrays(ev, idx, mask, tag: float, agg_weight: float, event_id: int) ->
               aggregate=np.bool_(ev.aggregate), agg_weight=np.float32(agg_weight))
 
 
-def make_server_runner(algo, max_traces: Optional[int] = None):
-  """jit(server_step): (server_state, buffer, global_iter, rng) -> (server_state, metrics)."""
+def server_event(algo):
+  """The unjitted server update: (server_state, buffer, global_iter, rng) -> (state, metrics)."""
 
   def run(sstate, buffer, global_iter, rng):
     return algo.server_step(sstate, dict(buffer=buffer, global_iter=global_iter), rng)
 
-  return jax.jit(_maybe_count_traces(run, max_traces), donate_argnums=(0,))
+  return run
+
+
+def make_server_runner(algo, max_traces: Optional[int] = None):
+  """jit(server_event)."""
+  return jax.jit(_maybe_count_traces(server_event(algo), max_traces), donate_argnums=(0,))

@@ -48,6 +48,7 @@ BAD_ARGS = {
                            "E10;shard2"),
     "table3_clients": ("K5:shard2", "K0", "K50:shard2:svhn", "K50:K100", "E10"),
     "table4_split": ("L5", "L0", "L1:L2", "resnet18:L1", "l1"),
+    "table5_models": ("vgg16:shard2", "vit_small:resnet18", "resnet18:shard2:dir0.1", "vit"),
 }
 
 
@@ -110,7 +111,7 @@ def _run_cases():
 
 def test_every_config_file_is_covered():
   assert {"digits", "cifar10", "cinic10", "fmnist", "fig2_fmnist", "table2_local_iters",
-          "table3_clients", "table4_split"} <= set(CONFIG_FILES)
+          "table3_clients", "table4_split", "table5_models"} <= set(CONFIG_FILES)
   for name in CONFIG_FILES:
     if name != "digits":
       assert _documented_args(name), f"configs/{name}.py documents no arguments (ARGS)"

@@ -116,7 +116,7 @@ def test_local_step_clips_full_model_and_shares_momentum():
     g = tree_map(lambda a, p: a * 0.2 / norm + 5e-4 * p, g, w)
     buf = g if buf is None else tree_map(lambda m, a: 0.9 * m + a, buf, g)
     w = tree_map(lambda p, m: p - 0.1 * m, w, buf)
-    params, opt, out = step(params, opt, b)
+    params, opt, out = step(params, opt, b, jax.random.key(1))
     assert bool(out["grad_finite"])
   chex.assert_trees_all_close(tree_map(np.asarray, params), w, atol=2e-5, rtol=1e-4)
 

@@ -165,3 +165,93 @@ def test_get_model_unknown_split():
     get_model("alexnet", "L9", 10, (32, 32, 3))
   with pytest.raises(ValueError, match=r"model\.split.*'L2'.*default"):
     get_model("cnn_small", "L2", 10, (8, 8, 1))
+
+
+# Spec §3.3: VGG16-BN split -> (activation shape, client conv MACs, client params).
+VGG16 = {
+    "L1": ((8, 8, 128), 96_141_312, 260_928),
+    "L2": ((4, 4, 256), 190_513_152, 1_737_792),
+    "L3": ((2, 2, 512), 284_884_992, 7_640_640),
+    "L4": ((1, 1, 512), 313_196_544, 14_723_136),
+}
+
+
+def _conv_macs(side, cin, cout, k=3):
+  return side * side * cout * k * k * cin
+
+
+@pytest.mark.parametrize("split", sorted(VGG16))
+def test_vgg16_split_constants(split):
+  shape, macs, params = VGG16[split]
+  model = get_model("vgg16", split, 10, (32, 32, 3))
+  assert model.stateful
+  assert model.activation_shape == shape
+  assert model.client_macs == macs
+  assert model.client_params == params
+  assert model.client_model_bits == params * 32
+  assert model.activation_bits == math.prod(shape) * 32
+  # Classifier 512->4096->4096->10 plus all 13 conv blocks (conv weights+bias, BN gamma+beta).
+  conv = sum(9 * cin * cout + cout + 2 * cout for cin, cout in zip(
+      (3, 64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512),
+      (64, 64, 128, 128, 256, 256, 256, 512, 512, 512, 512, 512, 512)))
+  fc = 512 * 4096 + 4096 + 4096 * 4096 + 4096 + 4096 * 10 + 10
+  assert model.client_params + model.server_params == conv + fc
+  assert model.server_macs == (_conv_macs(32, 3, 64) + _conv_macs(32, 64, 64)
+                               + _conv_macs(16, 64, 128) + _conv_macs(16, 128, 128)
+                               + 3 * _conv_macs(8, 256, 256) - _conv_macs(8, 256, 256)
+                               + _conv_macs(8, 128, 256)
+                               + _conv_macs(4, 256, 512) + 2 * _conv_macs(4, 512, 512)
+                               + 3 * _conv_macs(2, 512, 512)
+                               + 512 * 4096 + 4096 * 4096 + 4096 * 10 - macs)
+
+
+def test_resnet18_split_constants():
+  model = get_model("resnet18", "L1", 10, (32, 32, 3))
+  assert model.stateful
+  assert model.activation_shape == (32, 32, 64)                    # 65,536 dims (spec §3.5)
+  # stem conv 3->64 + stage 1 (four 3x3 convs 64->64), all on 32x32, no bias.
+  assert model.client_macs == _conv_macs(32, 3, 64) + 4 * _conv_macs(32, 64, 64)
+  assert model.client_params == (27 * 64 + 2 * 64) + 4 * (9 * 64 * 64 + 2 * 64)
+  assert model.client_params + model.server_params == 11_173_962  # CIFAR ResNet18
+  assert [get_model("resnet18", s, 10, (32, 32, 3)).activation_shape
+          for s in ("L2", "L3", "L4")] == [(16, 16, 128), (8, 8, 256), (4, 4, 512)]
+
+
+def test_vit_small_split_constants():
+  model = get_model("vit_small", "L1", 10, (32, 32, 3))
+  assert not model.stateful
+  assert model.activation_shape == (65, 512)                       # 33,280 dims (spec §3.5)
+  block_params = 2 * 1024 + 512 * 1536 + 3 * (512 * 512 + 512)    # LNs, qkv, proj, MLP
+  assert model.client_params == (48 * 512 + 512) + 512 + 65 * 512 + block_params
+  block_macs = 65 * 512 * 1536 + 2 * 8 * 65 * 65 * 64 + 3 * 65 * 512 * 512
+  assert model.client_macs == 64 * 48 * 512 + block_macs
+  assert model.server_macs == 5 * block_macs + 512 * 10
+  assert model.server_params == 5 * block_params + 1024 + 512 * 10 + 10
+
+
+def test_vgg16_refuses_28x28_inputs():
+  with pytest.raises(ValueError, match=r"model.name='vgg16' needs 32x32"):
+    get_model("vgg16", "L1", 10, (28, 28, 1))
+
+
+@pytest.mark.parametrize("name", ["vgg16", "resnet18", "vit_small"])
+def test_paper_models_train_and_eval_modes(name):
+  """A tiny forward in both modes: finite, right shapes; training mode moves the running
+  statistics (BN models) and depends on the dropout key where there is dropout."""
+  model = get_model(name, "L1", 10, (32, 32, 3))
+  cp, sp = model.init(jax.random.key(0))
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  mask = jnp.array([True, True])
+  fwd = jax.jit(lambda cp, sp, k: model.full_train((cp, sp), x, k, mask))
+  logits, (cp2, sp2) = fwd(cp, sp, jax.random.key(2))
+  chex.assert_shape(logits, (2, 10))
+  chex.assert_tree_all_finite(logits)
+  chex.assert_shape(jax.jit(model.full_apply)((cp, sp), x), (2, 10))
+  if model.stateful:
+    assert set(cp) == {"params", "batch_stats"}
+    moved = jax.tree_util.tree_map(lambda a, b: bool(jnp.any(a != b)), cp["batch_stats"],
+                                   cp2["batch_stats"])
+    assert all(jax.tree_util.tree_leaves(moved))
+  other, _ = fwd(cp, sp, jax.random.key(3))
+  has_dropout = name in ("vgg16", "vit_small")
+  assert bool(jnp.any(other != logits)) == has_dropout

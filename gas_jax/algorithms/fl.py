@@ -52,8 +52,8 @@ class FLHParams:
 @dataclasses.dataclass(frozen=True)
 class FLAlgorithm:
   init: Callable         # rng -> (params, opt_state); params = (client_params, server_params)
-  init_opt: Callable     # params -> a fresh optimiser state
-  local_step: Callable   # (params, opt_state, batch) -> (params, opt_state, metrics)
+  init_opt: Callable     # params -> a fresh optimiser state (of the trainable part)
+  local_step: Callable   # (params, opt_state, batch, rng) -> (params, opt_state, metrics)
   hparams: FLHParams
 
 
@@ -75,21 +75,27 @@ def build(model, hp: FLHParams) -> FLAlgorithm:
   """Pure local SGD step of the unsplit model (clipping over the whole (client, server) pair)."""
   tx = make_tx(hp)
 
+  trainable = lambda pair: tuple(model.trainable(p) for p in pair)
+  with_trainable = lambda pair, ps: tuple(model.with_trainable(p, q) for p, q in zip(pair, ps))
+  init_opt = lambda params: tx.init(trainable(params))
+
   def init(rng):
     params = model.init(rng)
-    return params, tx.init(params)
+    return params, init_opt(params)
 
-  def local_step(params, opt_state, batch):
-    """batch: x [B, ...], y [B], mask [B] (padded rows False), global_iter (for lr decay)."""
+  def local_step(params, opt_state, batch, rng):
+    """batch: x [B, ...], y [B], mask [B] (padded rows False), global_iter (for lr decay).
+    Training mode: BatchNorm over the unmasked rows (running stats updated), dropout by rng."""
     def loss_fn(p):
-      return losses.masked_mean_ce(model.full_apply(p, batch["x"]), batch["y"], batch["mask"])
+      logits, new = model.full_train(with_trainable(params, p), batch["x"], rng, batch["mask"])
+      return losses.masked_mean_ce(logits, batch["y"], batch["mask"]), new
 
-    loss, grads = jax.value_and_grad(loss_fn)(params)
+    (loss, new), grads = jax.value_and_grad(loss_fn, has_aux=True)(trainable(params))
     lr = optim.learning_rate(hp.lr, batch["global_iter"], hp.lr_decay)
-    params, opt_state = optim.apply(tx, params, grads, opt_state, lr)
-    return params, opt_state, dict(loss=loss, grad_finite=finite(grads))
+    p, opt_state = optim.apply(tx, trainable(new), grads, opt_state, lr)
+    return with_trainable(new, p), opt_state, dict(loss=loss, grad_finite=finite(grads))
 
-  return FLAlgorithm(init=init, init_opt=tx.init, local_step=local_step, hparams=hp)
+  return FLAlgorithm(init=init, init_opt=init_opt, local_step=local_step, hparams=hp)
 
 
 # ----------------------------------------------------------------------------------------------

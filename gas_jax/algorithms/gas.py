@@ -26,6 +26,7 @@ from flax import struct
 from gas_jax import losses, optim, stats as stats_lib
 
 tree_map = jax.tree_util.tree_map
+DROPOUT_SALT = 0xD0   # the server update's dropout key: fold_in(fold_in(rng, update), salt)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +113,7 @@ def build(model, hp: GasHParams) -> Algorithm:
 
   def init(rng) -> GasState:
     theta, phi = model.init(rng)
-    client_opt = tx.init(theta)
+    client_opt = tx.init(model.trainable(theta))
     client = ClientState(
         slots=_stack(theta, c), global_client=theta,
         model_sum=tree_map(jnp.zeros_like, theta), model_weight=jnp.zeros((), jnp.float32),
@@ -131,7 +132,7 @@ def build(model, hp: GasHParams) -> Algorithm:
       rows = c * b + (m * b if hp.generate else 0)
       last = (jnp.zeros((rows,) + tuple(model.activation_shape), jnp.float32),
               jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool))
-    server = ServerState(server=phi, server_opt=tx.init(phi), stats=stats, last_batch=last,
+    server = ServerState(server=phi, server_opt=tx.init(model.trainable(phi)), stats=stats, last_batch=last,
                          server_updates=jnp.zeros((), jnp.int32))
     buffer = ActivationBuffer(
         acts=jnp.zeros((c, b, dim), jnp.float32), labels=jnp.zeros((c, b), jnp.int32),
@@ -163,12 +164,18 @@ def build(model, hp: GasHParams) -> Algorithm:
       generated = jnp.sum(gen_mask)
     x = x.reshape((-1,) + tuple(model.activation_shape))
 
-    def loss_fn(phi):
-      return losses.masked_mean_ce(model.server_apply(phi, x), y, valid)
+    dropout_key = jax.random.fold_in(jax.random.fold_in(rng, state.server_updates), DROPOUT_SALT)
 
-    loss, grads = jax.value_and_grad(loss_fn)(state.server)
+    def loss_fn(p):
+      logits, phi = model.server_train(model.with_trainable(state.server, p), x, dropout_key,
+                                       valid)
+      return losses.masked_mean_ce(logits, y, valid), phi
+
+    (loss, phi), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        model.trainable(state.server))
     lr = optim.learning_rate(hp.lr, batch["global_iter"], hp.lr_decay)
-    phi, server_opt = optim.apply(tx, state.server, grads, state.server_opt, lr)
+    params, server_opt = optim.apply(tx, model.trainable(phi), grads, state.server_opt, lr)
+    phi = model.with_trainable(phi, params)
     state = state.replace(server=phi, server_opt=server_opt, stats=st,
                           server_updates=state.server_updates + 1)
     if hp.keep_last_batch:
@@ -191,29 +198,37 @@ def build(model, hp: GasHParams) -> Algorithm:
     slots = _set(state.slots, slot, glob)     # the replacement starts from the newest aggregate
     client_opt = state.client_opt
     if not hp.shared_momentum:
-      client_opt = _set(client_opt, slot, tx.init(glob))
+      client_opt = _set(client_opt, slot, tx.init(model.trainable(glob)))
     return state.replace(slots=slots, model_sum=model_sum, model_weight=model_weight,
                          global_client=glob, global_iter=it, client_opt=client_opt)
 
-  def client_grads(theta, batch):
-    """Client forward, logit-adjusted loss through the current phi (eq. 6), gradient wrt theta."""
-    def loss_fn(theta):
-      a = model.client_apply(theta, batch["x"])
-      logits = model.server_apply(batch["server"], a)
-      return losses.logit_adjusted_ce(logits, batch["y"], batch["mask"], batch["log_prior"]), a
+  def client_grads(theta, batch, rng):
+    """Client forward, logit-adjusted loss through the current phi (eq. 6), gradient wrt the
+    client's parameters. Both forwards run in training mode (REF): BatchNorm on the batch's
+    statistics, dropout keyed by `rng`; the client's running statistics are updated (returned
+    in theta), the server's are not (phi is read-only here; spec §6.16)."""
+    def loss_fn(p):
+      a, th = model.client_train(model.with_trainable(theta, p), batch["x"],
+                                 jax.random.fold_in(rng, 0), batch["mask"])
+      logits, _ = model.server_train(batch["server"], a, jax.random.fold_in(rng, 1),
+                                     batch["mask"])
+      loss = losses.logit_adjusted_ce(logits, batch["y"], batch["mask"], batch["log_prior"])
+      return loss, (a, th)
 
-    (loss, a), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta)
-    return loss, jax.lax.stop_gradient(a).reshape(b, dim), grads
+    (loss, (a, theta)), grads = jax.value_and_grad(loss_fn, has_aux=True)(model.trainable(theta))
+    return loss, jax.lax.stop_gradient(a).reshape(b, dim), grads, theta
 
   def apply_update(state: ClientState, batch, theta, grads):
     """SGD step on the slot's model (shared or per-slot momentum), then the upload (§1.4)."""
     slot = batch["slot"]
     lr = optim.learning_rate(hp.lr, state.global_iter, hp.lr_decay)
+    params = model.trainable(theta)
     if hp.shared_momentum:
-      theta, client_opt = optim.apply(tx, theta, grads, state.client_opt, lr)
+      params, client_opt = optim.apply(tx, params, grads, state.client_opt, lr)
     else:
-      theta, opt_k = optim.apply(tx, theta, grads, _index(state.client_opt, slot), lr)
+      params, opt_k = optim.apply(tx, params, grads, _index(state.client_opt, slot), lr)
       client_opt = _set(state.client_opt, slot, opt_k)
+    theta = model.with_trainable(theta, params)
     state = state.replace(slots=_set(state.slots, slot, theta), client_opt=client_opt)
     return jax.lax.cond(batch["upload"],
                         lambda s: upload(s, slot, batch["agg_weight"], batch["aggregate"]),
@@ -222,9 +237,8 @@ def build(model, hp: GasHParams) -> Algorithm:
   def client_step(state: ClientState, batch, rng):
     """One client local step; batch holds x, y, mask, log_prior, slot, upload flags and the
     current server params ("server"). Returns the activation for the server's buffer."""
-    del rng   # the supported client models are deterministic
     theta = _index(state.slots, batch["slot"])
-    loss, act, grads = client_grads(theta, batch)
+    loss, act, grads, theta = client_grads(theta, batch, rng)
     state = apply_update(state, batch, theta, grads)
     return state, dict(act=act, client_loss=loss, grad_finite=_finite(grads))
 
@@ -235,13 +249,15 @@ def build(model, hp: GasHParams) -> Algorithm:
     on the cohort's activations with the shared phi); the optimiser updates - a linear
     recurrence through REF's shared momentum buffer - and the uploads then follow in event order
     (a scan over cheap elementwise work), so the result equals L sequential `client_step`s.
-    batch: per-event arrays with leading axis L plus "valid" [L]; "server" is shared.
+    batch: per-event arrays with leading axis L plus "valid" [L]; "server" is shared. Event i's
+    key is fold_in(rng, event_id_i), the key `client_step` gets from the engine.
     """
-    del rng
     thetas = _index(state.slots, batch["slot"])
     per_event = {k: v for k, v in batch.items() if k != "server"}
-    loss, act, grads = jax.vmap(
-        lambda th, ev: client_grads(th, dict(ev, server=batch["server"])))(thetas, per_event)
+    keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(batch["event_id"])
+    loss, act, grads, thetas = jax.vmap(
+        lambda th, ev, k: client_grads(th, dict(ev, server=batch["server"]), k))(
+            thetas, per_event, keys)
 
     def body(st, xs):
       ev, th, g = xs

@@ -36,42 +36,52 @@ from gas_jax.algorithms import fl
 class SflAlgorithm:
   init: Callable          # rng -> (theta, phi, client_opt, server_opt)
   init_opt: Callable      # params -> fresh optimiser state
-  client_step: Callable   # (theta, client_opt, phi_snap, batch) -> (theta, client_opt, out)
-  server_step: Callable   # (phi, server_opt, batch) -> (phi, server_opt, out)
+  client_step: Callable   # (theta, client_opt, phi_snap, batch, rng) -> (theta, client_opt, out)
+  server_step: Callable   # (phi, server_opt, batch, rng) -> (phi, server_opt, out)
   hparams: fl.FLHParams
 
 
 def build(model, hp: fl.FLHParams) -> SflAlgorithm:
   tx = fl.make_tx(hp)
 
+  init_opt = lambda part: tx.init(model.trainable(part))
+
   def init(rng):
     theta, phi = model.init(rng)
-    return theta, phi, tx.init(theta), tx.init(phi)
+    return theta, phi, init_opt(theta), init_opt(phi)
 
-  def client_step(theta, client_opt, phi, batch):
-    """batch: x [B, ...], y [B], mask [B], global_iter. out: act (stop-gradient), loss."""
-    def loss_fn(th):
-      a = model.client_apply(th, batch["x"])
-      logits = model.server_apply(phi, a)
-      return losses.masked_mean_ce(logits, batch["y"], batch["mask"]), a
-
-    (loss, a), grads = jax.value_and_grad(loss_fn, has_aux=True)(theta)
+  def step(part, opt, grads, batch):
     lr = optim.learning_rate(hp.lr, batch["global_iter"], hp.lr_decay)
-    theta, client_opt = optim.apply(tx, theta, grads, client_opt, lr)
+    params, opt = optim.apply(tx, model.trainable(part), grads, opt, lr)
+    return model.with_trainable(part, params), opt
+
+  def client_step(theta, client_opt, phi, batch, rng):
+    """batch: x [B, ...], y [B], mask [B], global_iter. out: act (stop-gradient), loss.
+    Training mode (BatchNorm over the unmasked rows, dropout keyed by rng)."""
+    def loss_fn(p):
+      a, th = model.client_train(model.with_trainable(theta, p), batch["x"],
+                                 jax.random.fold_in(rng, 0), batch["mask"])
+      logits, _ = model.server_train(phi, a, jax.random.fold_in(rng, 1), batch["mask"])
+      return losses.masked_mean_ce(logits, batch["y"], batch["mask"]), (a, th)
+
+    (loss, (a, theta)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        model.trainable(theta))
+    theta, client_opt = step(theta, client_opt, grads, batch)
     return theta, client_opt, dict(act=jax.lax.stop_gradient(a), loss=loss,
                                    grad_finite=fl.finite(grads))
 
-  def server_step(phi, server_opt, batch):
+  def server_step(phi, server_opt, batch, rng):
     """batch: act [N, *activation_shape], y [N], mask [N], global_iter."""
     def loss_fn(p):
-      return losses.masked_mean_ce(model.server_apply(p, batch["act"]), batch["y"], batch["mask"])
+      logits, new = model.server_train(model.with_trainable(phi, p), batch["act"], rng,
+                                       batch["mask"])
+      return losses.masked_mean_ce(logits, batch["y"], batch["mask"]), new
 
-    loss, grads = jax.value_and_grad(loss_fn)(phi)
-    lr = optim.learning_rate(hp.lr, batch["global_iter"], hp.lr_decay)
-    phi, server_opt = optim.apply(tx, phi, grads, server_opt, lr)
+    (loss, phi), grads = jax.value_and_grad(loss_fn, has_aux=True)(model.trainable(phi))
+    phi, server_opt = step(phi, server_opt, grads, batch)
     return phi, server_opt, dict(loss=loss, grad_finite=fl.finite(grads))
 
-  return SflAlgorithm(init=init, init_opt=tx.init, client_step=client_step,
+  return SflAlgorithm(init=init, init_opt=init_opt, client_step=client_step,
                       server_step=server_step, hparams=hp)
 
 

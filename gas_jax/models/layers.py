@@ -95,3 +95,19 @@ def max_pool(x, window: int, stride: int):
 def flatten(x):
   """Flattens all but the leading (batch) axis."""
   return x.reshape((x.shape[0], -1))
+
+
+def batch_norm(x, train: bool, mask, name: str):
+  """BatchNorm with PyTorch's defaults (gamma 1, beta 0, momentum 0.1 = Flax 0.9, eps 1e-5).
+
+  Normalises over all axes but the last. Training mode uses the batch statistics of the rows
+  where mask [N] is true (padding excluded) and updates the running statistics in the
+  ``batch_stats`` collection: mean <- 0.9 mean + 0.1 batch_mean, var <- 0.9 var + 0.1
+  batch_var. Flax uses the biased batch variance there; PyTorch the unbiased one (a factor
+  n/(n-1) = 32/31 on the running variance only, which only affects evaluation).
+  Evaluation mode normalises with the running statistics.
+  """
+  if mask is not None:
+    mask = jnp.broadcast_to(mask.reshape((-1,) + (1,) * (x.ndim - 1)), x.shape)
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+                      name=name)(x, mask=mask if train else None)

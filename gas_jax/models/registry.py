@@ -5,13 +5,24 @@ SplitModel`` in ``gas_jax.registry.MODELS`` through ``register_model``, which
 also records the splits the family allows. ``get_model`` looks the family up
 and validates the split before calling the builder.
 
-Parameters are handled as plain ``params`` pytrees (the content of the linen
-``'params'`` collection): ``SplitModel.init`` returns ``(client_params,
-server_params)`` and ``client_apply`` / ``server_apply`` / ``full_apply`` wrap
-them in ``{'params': ...}`` for ``Module.apply``.
+Each part's "model pytree" is what the algorithms carry, aggregate and checkpoint:
+  * stateless modules (AlexNet, cnn_small, ViT): the plain ``params`` pytree;
+  * stateful modules (BatchNorm in VGG16-BN, ResNet18): the whole variables dict
+    ``{'params': ..., 'batch_stats': ...}``, so the running statistics travel,
+    are averaged and are checkpointed together with the parameters (spec §3.3).
+``trainable`` / ``with_trainable`` pick out / put back the part that gradients
+and optimisers act on. ``client_apply`` / ``server_apply`` / ``full_apply`` run
+the evaluation mode (running statistics, no dropout); ``client_train`` /
+``server_train`` / ``full_train`` the training mode (batch statistics over the
+rows of ``mask``, dropout keyed by ``rng``) and also return the model pytree
+with updated running statistics.
+
+A module opts into the training mode with ``__call__(self, x, train=False,
+mask=None)``; modules without a ``train`` argument are deterministic.
 """
 import dataclasses
 import functools
+import inspect
 import math
 from typing import Any, Callable, Sequence, Tuple
 
@@ -42,6 +53,7 @@ class SplitModel:
     activation_bits: prod(activation_shape) * 32.
     client_model_bits: client_params * 32.
     full_model_bits: (client_params + server_params) * 32.
+    stateful: the model pytree holds collections besides ``params``.
   """
   name: str
   split: str
@@ -57,6 +69,7 @@ class SplitModel:
   activation_bits: int = dataclasses.field(init=False)
   client_model_bits: int = dataclasses.field(init=False)
   full_model_bits: int = dataclasses.field(init=False)
+  stateful: bool = dataclasses.field(init=False)
 
   def __post_init__(self):
     setf = lambda k, v: object.__setattr__(self, k, v)
@@ -82,6 +95,7 @@ class SplitModel:
     setf("activation_bits", math.prod(self.activation_shape) * BITS_PER_FLOAT)
     setf("client_model_bits", self.client_params * BITS_PER_FLOAT)
     setf("full_model_bits", (self.client_params + self.server_params) * BITS_PER_FLOAT)
+    setf("stateful", set(c_vars) != {"params"} or set(s_vars) != {"params"})
 
   @property
   def full_macs(self) -> int:
@@ -92,18 +106,62 @@ class SplitModel:
     """Returns (client_params, server_params) from independent keys fold_in(rng, 0/1)."""
     return _init_pair(self, rng)
 
-  def client_apply(self, client_params, x):
-    """x [N, H, W, C] -> activation [N, *activation_shape]."""
-    return self.client.apply({"params": client_params}, x)
+  # -- model pytrees ---------------------------------------------------------------------------
+  def trainable(self, part):
+    """The parameters of a client or server model pytree (what gradients are taken of)."""
+    return part["params"] if self.stateful else part
 
-  def server_apply(self, server_params, activation):
-    """activation [N, *activation_shape] -> logits [N, num_classes]."""
-    return self.server.apply({"params": server_params}, activation)
+  def with_trainable(self, part, params):
+    """The model pytree ``part`` with its parameters replaced by ``params``."""
+    return {**part, "params": params} if self.stateful else params
+
+  def _variables(self, part):
+    return part if self.stateful else {"params": part}
+
+  # -- evaluation mode ---------------------------------------------------------------------------
+  def client_apply(self, client_part, x):
+    """x [N, H, W, C] -> activation [N, *activation_shape] (evaluation mode)."""
+    return self.client.apply(self._variables(client_part), x)
+
+  def server_apply(self, server_part, activation):
+    """activation [N, *activation_shape] -> logits [N, num_classes] (evaluation mode)."""
+    return self.server.apply(self._variables(server_part), activation)
 
   def full_apply(self, params_pair, x):
     """server(client(x)) for the unsplit FL baselines; params_pair = (client, server)."""
     client_params, server_params = params_pair
     return self.server_apply(server_params, self.client_apply(client_params, x))
+
+  # -- training mode -----------------------------------------------------------------------------
+  def _train(self, module, part, x, rng, mask):
+    if "train" not in inspect.signature(type(module).__call__).parameters:
+      return module.apply(self._variables(part), x), part
+    variables = self._variables(part)
+    mutable = [c for c in variables if c != "params"]
+    kwargs = dict(train=True, mask=mask, rngs={"dropout": rng} if rng is not None else {})
+    if not mutable:
+      return module.apply(variables, x, **kwargs), part
+    y, updates = module.apply(variables, x, mutable=mutable, **kwargs)
+    return y, {**variables, **updates}
+
+  def client_train(self, client_part, x, rng=None, mask=None):
+    """Training-mode client forward: (activation, client part with updated running stats).
+
+    mask [N] bool: the rows BatchNorm's batch statistics are taken over (padding excluded)."""
+    return self._train(self.client, client_part, x, rng, mask)
+
+  def server_train(self, server_part, activation, rng=None, mask=None):
+    """Training-mode server forward: (logits, server part with updated running stats)."""
+    return self._train(self.server, server_part, activation, rng, mask)
+
+  def full_train(self, params_pair, x, rng=None, mask=None):
+    """Training-mode server(client(x)): (logits, updated (client, server) pair)."""
+    client_part, server_part = params_pair
+    k_c, k_s = (None, None) if rng is None else (jax.random.fold_in(rng, 0),
+                                                 jax.random.fold_in(rng, 1))
+    act, client_part = self.client_train(client_part, x, k_c, mask)
+    logits, server_part = self.server_train(server_part, act, k_s, mask)
+    return logits, (client_part, server_part)
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -111,9 +169,11 @@ def _init_pair(model: SplitModel, rng):
   """Jitted body of SplitModel.init (one compile per model instead of one per op)."""
   x = jnp.zeros((1,) + model.input_shape, jnp.float32)
   a = jnp.zeros((1,) + model.activation_shape, jnp.float32)
-  client_params = model.client.init(jax.random.fold_in(rng, 0), x)["params"]
-  server_params = model.server.init(jax.random.fold_in(rng, 1), a)["params"]
-  return client_params, server_params
+  client = model.client.init(jax.random.fold_in(rng, 0), x)
+  server = model.server.init(jax.random.fold_in(rng, 1), a)
+  if not model.stateful:
+    return client["params"], server["params"]
+  return dict(client), dict(server)
 
 
 def make_split_model(name: str, split: str, client: nn.Module, server: nn.Module,

@@ -22,6 +22,7 @@ from gas_jax.registry import ALGORITHMS
 from gas_jax.runners import RunContext, finite_check
 
 SELECT_STREAM = 0x5E1EC7   # numpy stream id of the baselines' client selection
+STEP_STREAM = 0xD0     # fold_in(key(seed), STEP_STREAM): the local steps' dropout keys
 
 
 def selection_rng(seed: int) -> np.random.Generator:
@@ -79,9 +80,9 @@ def compiled_step(model, hp: fl.FLHParams):
   (model, hparams) so runners built in one process share compilations."""
   algo = fl.build(model, hp)
 
-  def step(params, opt, data, idx, mask, global_iter):
+  def step(params, opt, data, idx, mask, global_iter, key, step_id):
     batch = dict(x=data["x"][idx], y=data["y"][idx], mask=mask, global_iter=global_iter)
-    return algo.local_step(params, opt, batch)
+    return algo.local_step(params, opt, batch, jax.random.fold_in(key, step_id))
 
   return algo, jax.jit(step), jax.jit(algo.init_opt)
 
@@ -95,6 +96,7 @@ class _FLBase:
     self.K, self.C, self.E = cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters
     self.algo, self._step, self._init_opt = compiled_step(ctx.model, fl.hparams_from_config(cfg))
     self.glob, self.opt = self.algo.init(jax.random.fold_in(jax.random.key(cfg.seed), 0))
+    self.key = jax.random.fold_in(jax.random.key(cfg.seed), STEP_STREAM)  # dropout keys
     self.per_client = cfg.clients.momentum == "per_client"
     self.sizes = ctx.clients.sizes.astype(np.float64)
     self.rng = selection_rng(cfg.seed)
@@ -109,7 +111,8 @@ class _FLBase:
     it = np.int32(self.global_iters)
     for _ in range(self.E):
       idx, mask = self.ctx.clients.next_batch(k)
-      params, self.opt, out = self._step(params, self.opt, self.ctx.data, idx, mask, it)
+      params, self.opt, out = self._step(params, self.opt, self.ctx.data, idx, mask, it,
+                                         self.key, np.int32(self.client_steps))
       self._losses.append(out["loss"])
       self._finite.append(out["grad_finite"])
       self.client_steps += 1

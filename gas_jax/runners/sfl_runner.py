@@ -68,6 +68,7 @@ def s2fl_round_end(tm, selected: Sequence[int], local_iters: int, t_now: float,
 
 
 _MEAN = jax.jit(sfl.mean_trees)
+SERVER_SALT = 0x5E    # server steps fold this into the step key (client steps do not)
 
 
 @functools.lru_cache(maxsize=16)
@@ -76,13 +77,14 @@ def compiled_steps(model, hp: fl.FLHParams):
   gathers, cached per (model, hparams) so runners built in one process share compilations."""
   algo = sfl.build(model, hp)
 
-  def client(theta, copt, phi, data, idx, mask, it):
+  def client(theta, copt, phi, data, idx, mask, it, key, step_id):
     batch = dict(x=data["x"][idx], y=data["y"][idx], mask=mask, global_iter=it)
-    return algo.client_step(theta, copt, phi, batch)
+    return algo.client_step(theta, copt, phi, batch, jax.random.fold_in(key, step_id))
 
-  def server(phi, sopt, data, acts, idx, mask, it):
+  def server(phi, sopt, data, acts, idx, mask, it, key, step_id):
     batch = dict(act=jnp.concatenate(acts), y=data["y"][idx], mask=mask, global_iter=it)
-    return algo.server_step(phi, sopt, batch)
+    key = jax.random.fold_in(jax.random.fold_in(key, step_id), SERVER_SALT)
+    return algo.server_step(phi, sopt, batch, key)
 
   return algo, jax.jit(client), jax.jit(server), jax.jit(algo.init_opt)
 
@@ -98,6 +100,7 @@ class SyncSflRunner:
         ctx.model, fl.hparams_from_config(cfg))
     self.theta, self.phi, self.copt, self.sopt = self.algo.init(
         jax.random.fold_in(jax.random.key(cfg.seed), 0))
+    self.key = jax.random.fold_in(jax.random.key(cfg.seed), fl_runner.STEP_STREAM)
     self.per_client = cfg.clients.momentum == "per_client"
     self.sizes = ctx.clients.sizes.astype(np.float64)
     self.rng = selection_rng(cfg.seed)
@@ -136,7 +139,8 @@ class SyncSflRunner:
           i = pos[k]
           idx, mask = clients.next_batch(k)
           opt = copts[i] if self.per_client else self.copt
-          thetas[i], opt, out = self._client(thetas[i], opt, phi_snap, data, idx, mask, it)
+          thetas[i], opt, out = self._client(thetas[i], opt, phi_snap, data, idx, mask, it,
+                                             self.key, np.int32(self.client_steps))
           if self.per_client:
             copts[i] = opt
           else:
@@ -147,7 +151,8 @@ class SyncSflRunner:
           c_out.append(out)
           self.client_steps += 1
         phi_g, self.sopt, out = self._server(phi_snap, self.sopt, data, acts,
-                                             np.concatenate(idxs), np.concatenate(masks), it)
+                                             np.concatenate(idxs), np.concatenate(masks), it,
+                                             self.key, np.int32(self.client_steps))
         new_phis.append(phi_g)
         s_out.append(out)
       self.phi = new_phis[0] if len(new_phis) == 1 else self._mean(new_phis)
