@@ -16,6 +16,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   del arg
   c = ml_collections.ConfigDict()
   c.seed = 0
+  c.seeds = ()   # several seeds vmapped in one program (GAS): --config.seeds=0,1,2
   c.algorithm = "gas"
   c.generate = True
   c.num_global_iters = 60
@@ -72,6 +73,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.execution = ml_collections.ConfigDict()
   c.execution.cohort_size = -1    # -1 fastest for the backend (CPU 1, else 0) | 1 event by event | 0 unbounded | N
   c.execution.devices = 0         # devices of the cohort mesh (0 = all local devices)
+  c.execution.vmap_seeds = -1     # with seeds: -1 auto (CPU 0, else 1) | 1 vmapped | 0 a loop
   c.checkpoint_every = 10        # global iterations between checkpoints (also on SIGTERM/SIGINT)
   c.checkpoints_to_keep = 2
   c.eval_batch_size = 1000

@@ -51,6 +51,22 @@ def _choice(config, field, allowed):
     _fail(field, v, f"allowed: {', '.join(map(str, allowed))}")
 
 
+def _check_seeds(config) -> None:
+  """config.seeds: the runs axis (`gas_jax.multiseed`), GAS only, distinct integers >= 0."""
+  seeds = tuple(config.get("seeds", ()) or ())
+  if not seeds:
+    return
+  if any(isinstance(s, bool) or not isinstance(s, int) or s < 0 for s in seeds):
+    _fail("seeds", seeds, "must be integers >= 0, e.g. --config.seeds=0,1,2")
+  if len(set(seeds)) != len(seeds):
+    _fail("seeds", seeds, "must be distinct")
+  if config.algorithm not in ("gas", "gas_nogen"):
+    _fail("seeds", seeds, f"vmapped seeds are implemented for gas and gas_nogen, not "
+          f"algorithm={config.algorithm!r}; run one seed per process (launch/compare.py)")
+  if config.grad_dissimilarity.enabled:
+    _fail("seeds", seeds, "cannot be combined with grad_dissimilarity.enabled=True")
+
+
 def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   """Checks every field that can be checked without the data."""
   # Importing the plugin packages fills the registries.
@@ -62,6 +78,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
     _fail("seed", config.seed, "must be an integer >= 0")
   _choice(config, "algorithm", ALGORITHMS.names())
+  _check_seeds(config)
   _choice(config, "generate", (True, False))
   _positive_int(config, "num_global_iters")
   _choice(config, "data.name", DATASETS.names())
@@ -106,6 +123,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   if not isinstance(config.execution.cohort_size, int) or config.execution.cohort_size < -1:
     _fail("execution.cohort_size", config.execution.cohort_size,
           "-1 (auto), 0 (unbounded), 1 (event by event) or N > 1")
+  _choice(config, "execution.vmap_seeds", (-1, 0, 1))
   if not isinstance(config.execution.devices, int) or config.execution.devices < 0:
     _fail("execution.devices", config.execution.devices, "0 (all local devices) or N >= 1")
   _positive_int(config, "eval_batch_size")

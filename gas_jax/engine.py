@@ -140,6 +140,10 @@ def make_cohort_runner(algo, mesh=None, max_traces: Optional[int] = None, augmen
         labels=buffer.labels.at[pos].set(batch["y"], mode="drop"),
         row_mask=buffer.row_mask.at[pos].set(ev["mask"], mode="drop"),
         tags=buffer.tags.at[pos].set(ev["tag"], mode="drop"))
+    if mesh is not None:    # results replicated: every process can read them (multi-host)
+      rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+      cstate, buffer, out = jax.tree_util.tree_map(
+          lambda a: jax.lax.with_sharding_constraint(a, rep), (cstate, buffer, out))
     return cstate, buffer, out
 
   return jax.jit(_maybe_count_traces(run, max_traces), donate_argnums=(0, 1))

@@ -16,6 +16,13 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and check
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed", False, "Call jax.distributed.initialize() first (multi-host: Cloud TPU pods, "
     "SLURM, or JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID in the environment).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "With --distributed: host:port of process 0's coordinator "
+    "(default: detected, or JAX_COORDINATOR_ADDRESS).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None,
+                                      "With --distributed: number of processes (default: detected).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None,
+                                   "With --distributed: this process's index (default: detected).")
 flags.mark_flags_as_required(["config", "workdir"])
 
 
@@ -34,7 +41,7 @@ def main(argv):
   logging.get_absl_handler().addFilter(_QuietLibraries())
   if _DISTRIBUTED.value:
     import jax  # pylint: disable=g-import-not-at-top
-    jax.distributed.initialize()
+    jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     logging.info("process %d of %d, %d global devices", jax.process_index(), jax.process_count(),
                  jax.device_count())
   try:

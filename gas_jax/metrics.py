@@ -7,6 +7,7 @@ import tempfile
 import time
 from typing import Dict, List, Optional
 
+import jax
 from absl import logging
 
 FINAL_WINDOW = 5   # final_accuracy = mean test accuracy over the last 5 global iterations
@@ -41,28 +42,46 @@ def summarize(rows: List[Dict], extra: Optional[Dict] = None) -> Dict:
   return out
 
 
+def is_primary() -> bool:
+  """Only process 0 writes run outputs in a multi-process (jax.distributed) run."""
+  return jax.process_index() == 0
+
+
 class MetricsWriter:
-  """Holds the rows of a run and rewrites metrics.jsonl atomically after each iteration."""
+  """Holds the rows of a run and rewrites metrics.jsonl atomically after each iteration.
+
+  In a multi-process run every process keeps the rows (they are identical) but only process 0
+  writes files."""
 
   def __init__(self, workdir: str, rows: Optional[List[Dict]] = None):
     self.workdir = workdir
     self.rows: List[Dict] = list(rows or [])
-    os.makedirs(workdir, exist_ok=True)
+    self.primary = is_primary()
+    if self.primary:
+      os.makedirs(workdir, exist_ok=True)
+    else:
+      logging.info("process %d: run outputs are written by process 0", jax.process_index())
 
   @property
   def metrics_path(self) -> str:
     return os.path.join(self.workdir, "metrics.jsonl")
 
   def write_config(self, config_dict: Dict) -> None:
+    if not self.primary:
+      return
     atomic_write(os.path.join(self.workdir, "config.json"),
                  json.dumps(config_dict, indent=2, sort_keys=True) + "\n")
 
   def append(self, row: Dict) -> None:
     self.rows.append(row)
+    if not self.primary:
+      return
     atomic_write(self.metrics_path, "".join(json.dumps(r) + "\n" for r in self.rows))
 
   def write_summary(self, extra: Optional[Dict] = None) -> Dict:
     summary = summarize(self.rows, extra)
+    if not self.primary:
+      return summary
     atomic_write(os.path.join(self.workdir, "summary.json"),
                  json.dumps(summary, indent=2) + "\n")
     return summary

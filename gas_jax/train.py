@@ -134,6 +134,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
   uninterrupted run.
   """
   config_lib.validate(config, workdir)
+  if config.seeds:
+    from gas_jax import multiseed   # noqa: PLC0415  (the runs axis; imports train's helpers)
+    return multiseed.train_seeds(config, workdir, build_context, Evaluator)
   ctx = build_context(config)
   runner = ALGORITHMS.get(config.algorithm)(ctx)
   evaluate = Evaluator(ctx.model, ctx.dataset.x_test, ctx.dataset.y_test, config.eval_batch_size)

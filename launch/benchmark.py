@@ -27,17 +27,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gas_jax import config as config_lib  # noqa: E402
 from gas_jax import stats as stats_lib  # noqa: E402
 from gas_jax import train  # noqa: E402
-from gas_jax.data import sources  # noqa: E402
+from gas_jax.data import real, sources  # noqa: E402
 from gas_jax.registry import ALGORITHMS  # noqa: E402
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.")
 _OUT = flags.DEFINE_string("out", None, "Output JSON file.")
 _ITERS = flags.DEFINE_integer("iters", 3, "Timed global iterations (after one warm-up).")
 _SYNTH_TRAIN = flags.DEFINE_integer("synthetic_train", 5000, "Synthetic train-set size.")
-
-SHAPES = {"cifar10": ((32, 32, 3), 10), "cifar100": ((32, 32, 3), 100),
-          "cinic10": ((32, 32, 3), 10), "svhn": ((32, 32, 3), 10),
-          "fashion_mnist": ((28, 28, 1), 10), "mnist": ((28, 28, 1), 10)}
 
 
 def matmul_peak_gflops() -> float:
@@ -71,7 +67,8 @@ def build(config):
   try:
     return train.build_context(config), False
   except (FileNotFoundError, ValueError):
-    shape, classes = SHAPES.get(config.data.name, ((8, 8, 1), 10))
+    spec = real.SPECS.get(config.data.name)
+    shape, classes = (spec.shape, spec.num_classes) if spec else ((8, 8, 1), 10)
     ds = sources.synthetic_dataset(shape, classes, _SYNTH_TRAIN.value, 500, seed=0)
     orig = sources.load_dataset
     sources.load_dataset = lambda name, data_dir: ds
