@@ -58,7 +58,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
 
   c.stats = ml_collections.ConfigDict()
   c.stats.method = "sqrt"         # "sqrt": Sigma = G^T G / W + r I (exact, no Cholesky) | "cholesky" (REF-literal)
-  c.stats.covariance = "full"     # "full" | "diag" (per-dimension variances, for large splits)
+  c.stats.covariance = "full"     # "full" | "diag" (per-dimension variances) | "lowrank" (top `rank` directions + isotropic rest)
+  c.stats.rank = 64               # "lowrank": directions kept per label
+  c.stats.refresh_every = 1       # "cholesky": refactorise every N server updates (1 = REF, exact)
   c.stats.jitter = 1e-5           # REF adds jitter*I on every merge; 0 = paper eq. (12)
   c.stats.block = 16              # rows per label-pure block in the merge
 

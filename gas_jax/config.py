@@ -109,7 +109,15 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   _positive(config, "weighting.a")
   _non_negative(config, "weighting.b")
   _choice(config, "stats.method", ("sqrt", "cholesky"))
-  _choice(config, "stats.covariance", ("full", "diag"))
+  _choice(config, "stats.covariance", ("full", "diag", "lowrank"))
+  _positive_int(config, "stats.rank")
+  _positive_int(config, "stats.refresh_every")
+  if config.stats.covariance == "lowrank" and config.stats.method != "sqrt":
+    _fail("stats.covariance", "lowrank", "needs stats.method='sqrt' (a truncated square-root "
+          "factor)")
+  if config.stats.refresh_every > 1 and config.stats.method != "cholesky":
+    _fail("stats.refresh_every", config.stats.refresh_every,
+          "> 1 only applies to stats.method='cholesky' (the square-root factor needs no refresh)")
   _non_negative(config, "stats.jitter")
   _positive_int(config, "stats.block")
   _positive(config, "time.compute_min")

@@ -138,10 +138,14 @@ def _merge_rows(stats, x, labels, w, jitter, block):
 
 
 def merge(stats, x: jax.Array, labels: jax.Array, w: jax.Array, *,
-          jitter: float = REF_JITTER, block: int = 16):
-  """Merges rows x [N, D] with labels [N] and weights w [N] (0 = ignore) into the statistics."""
+          jitter: float = REF_JITTER, block: int = 16, rank: int = 0):
+  """Merges rows x [N, D] with labels [N] and weights w [N] (0 = ignore) into the statistics.
+
+  rank > 0 (square-root factor only; `stats.covariance="lowrank"`): when a label's factor is
+  full it is truncated to its top `rank` directions plus an isotropic rest (`_truncate`)
+  instead of compressed exactly (memory M x (rank + one merge) x D)."""
   if isinstance(stats, SqrtStats):
-    return _merge_sqrt(stats, x, labels, w, jitter, block)
+    return _merge_sqrt(stats, x, labels, w, jitter, block, rank)
   if isinstance(stats, DiagStats):
     return _merge_diag(stats, x, labels, w, jitter)
   m, d = stats.num_labels, stats.dim
@@ -182,6 +186,14 @@ def cholesky_with_jitter(cov: jax.Array, max_tries: int = 100) -> jax.Array:
   # Last resort (never reached in practice): a diagonal factor, so samples stay finite.
   diag = jnp.sqrt(jnp.clip(jnp.diagonal(cov), 0.0) + 1e-6)
   return jnp.where(failed(l), jnp.diag(diag), l)
+
+
+def factored(stats) -> jax.Array:
+  """[M] bool: the label has a Cholesky factor (possibly stale); all True for the
+  representations that need none."""
+  if not isinstance(stats, GaussianStats):
+    return jnp.ones((stats.num_labels,), bool)
+  return stats.chol[:, 0, 0] > 0     # a Cholesky factor has a positive diagonal
 
 
 def refresh_factors(stats, need: jax.Array):
@@ -248,32 +260,63 @@ def sqrt_capacity(dim: int, batch_rows: int, num_labels: int, block: int) -> int
   return 2 * dim + per_merge
 
 
+def lowrank_capacity(rank: int, dim: int, batch_rows: int, num_labels: int, block: int) -> int:
+  """Rows per label of the low-rank factor: `rank` after a compression plus one merge."""
+  per_merge = (-(-(batch_rows + num_labels) // block) + num_labels) * block
+  return min(rank, dim) + per_merge
+
+
 def _compress(g):
   """[cap, D] -> same shape, first min(cap, D) rows = R of G = QR (G^T G preserved)."""
   r = jnp.linalg.qr(g, mode="r")
   return jnp.zeros_like(g).at[: r.shape[0]].set(r)
 
 
-def _merge_sqrt(stats: SqrtStats, x, labels, w, jitter, block):
+def _truncate(g, rank: int):
+  """Probabilistic-PCA truncation of G [cap, D] (G^T G = V diag(s^2) V^T) to rank k.
+
+  Returns (rows, e_bar): the first k rows are diag(sqrt(s_i^2 - e_bar)) V_k^T and e_bar is the
+  mean discarded energy sum_{i>k} s_i^2 / (D - k), to be added isotropically. G_k^T G_k + e_bar I
+  keeps the top-k eigenpairs of G^T G exactly, replaces the others by their mean, and keeps
+  the trace (the maximum-likelihood rank-k + isotropic fit, Tipping & Bishop 1999)."""
+  d = g.shape[1]
+  _, sv, vt = jnp.linalg.svd(g, full_matrices=False)
+  k = min(rank, sv.shape[0])
+  e_bar = jnp.sum(jnp.square(sv[k:])) / max(d - k, 1)
+  top = jnp.sqrt(jnp.maximum(jnp.square(sv[:k]) - e_bar, 0.0))[:, None] * vt[:k]
+  return jnp.zeros_like(g).at[:k].set(top), e_bar
+
+
+def _merge_sqrt(stats: SqrtStats, x, labels, w, jitter, block, rank=0):
   m, cap, d = stats.rows.shape
   mean_new, w_new, jit_new, _, merged, blocks, block_label = _merge_rows(
       stats, x, labels, w, jitter, block)
   nblk = jnp.sum(jax.nn.one_hot(block_label, m, dtype=jnp.int32), 0)
   overflow = stats.used + nblk * block > cap
-  min_rows = min(cap, d)
+  min_rows = min(cap, d) if not rank else min(rank, cap, d)
+  # Low rank: Sigma_old ~ G_k^T G_k / W + (r + e_bar / W) I (`_truncate`); the isotropic
+  # part is then scaled by W / W' in the merge like the rest of r.
+  old_w = jnp.where(stats.seen, stats.weight, 1.0)
+  iso_scale = jnp.where(merged, old_w / jnp.where(merged, w_new, 1.0), 1.0) / old_w
 
   def maybe_compress(y, carry):
-    rows, used = carry
+    rows, used, jit = carry
 
     def compress(carry):
-      rows, used = carry
-      g = _compress(jax.lax.dynamic_index_in_dim(rows, y, keepdims=False))
+      rows, used, jit = carry
+      g = jax.lax.dynamic_index_in_dim(rows, y, keepdims=False)
+      if rank:
+        g, e_bar = _truncate(g, rank)
+        jit = jit.at[y].add(e_bar * iso_scale[y])
+      else:
+        g = _compress(g)
       return (jax.lax.dynamic_update_index_in_dim(rows, g, y, 0),
-              used.at[y].set(jnp.int32(min_rows)))
-    return jax.lax.cond(overflow[y], compress, lambda c: c, (rows, used))
+              used.at[y].set(jnp.int32(min_rows)), jit)
+    return jax.lax.cond(overflow[y], compress, lambda c: c, (rows, used, jit))
 
   # In place, label by label (a lax.map would copy every label's rows).
-  rows, used = jax.lax.fori_loop(0, m, maybe_compress, (stats.rows, stats.used))
+  rows, used, jit_new = jax.lax.fori_loop(0, m, maybe_compress,
+                                          (stats.rows, stats.used, jit_new))
 
   def append(b, carry):
     rows, used = carry
@@ -344,6 +387,6 @@ def _merge_diag(stats: DiagStats, x, labels, w, jitter):
       seen=stats.seen | merged)
 
 
-@functools.partial(jax.jit, static_argnames=("jitter", "block"))
-def merge_jit(stats, x, labels, w, jitter=REF_JITTER, block=16):
-  return merge(stats, x, labels, w, jitter=jitter, block=block)
+@functools.partial(jax.jit, static_argnames=("jitter", "block", "rank"))
+def merge_jit(stats, x, labels, w, jitter=REF_JITTER, block=16, rank=0):
+  return merge(stats, x, labels, w, jitter=jitter, block=block, rank=rank)

@@ -42,7 +42,21 @@ CASES = [
     ("execution.cohort_size", -2, "-1 (auto)"),
     ("checkpoint_every", 0, "must be an integer > 0"),
     ("time.compute_max", 1e8, "must be >= time.compute_min"),
+    ("stats.covariance", "sparse", "allowed: full, diag, lowrank"),
+    ("stats.rank", 0, "must be an integer > 0"),
+    ("stats.refresh_every", 0, "must be an integer > 0"),
+    ("stats.refresh_every", 5, "only applies to stats.method='cholesky'"),
+    ("execution.vmap_seeds", 2, "allowed: -1, 0, 1"),
+    ("seeds", (1, 1), "must be distinct"),
 ]
+
+
+def test_lowrank_needs_the_square_root_factor():
+  c = digits.get_config()
+  c.stats.covariance, c.stats.method = "lowrank", "cholesky"
+  with pytest.raises(config_lib.ConfigError, match=r"stats.covariance='lowrank' is invalid: "
+                     r"needs stats.method='sqrt'"):
+    config_lib.validate(c)
 
 
 @pytest.mark.parametrize("field,value,allowed", CASES)

@@ -156,3 +156,55 @@ def test_gradient_dissimilarity(model):
                       for a, b0, b1 in zip(g_b, g0, g1)])
   np.testing.assert_allclose(float(v), expected, rtol=1e-4)
   del algo
+
+
+def _full_buffer(state, seed):
+  rng = np.random.default_rng(seed)
+  buf = state.buffer
+  return buf.replace(acts=jnp.asarray(rng.normal(size=buf.acts.shape), jnp.float32),
+                     labels=jnp.asarray(np.arange(C * B).reshape(C, B) % M, jnp.int32),
+                     row_mask=jnp.ones((C, B), bool), tags=jnp.ones((C,), jnp.float32))
+
+
+def test_refresh_every_keeps_stale_factors_between_refreshes(model):
+  """stats.method=cholesky, refresh_every=3: factors are computed at the first update and then
+  only at updates 3, 6, ...; in between they are stale while the means are exact."""
+  algo = _algo(model, stats_method="cholesky", stats_refresh_every=3)
+  state = algo.init(jax.random.key(0))
+  step = jax.jit(algo.server_step)
+  ss, chols, means = state.server, [], []
+  for u in range(5):
+    ss, _ = step(ss, dict(buffer=_full_buffer(state, u), global_iter=0), jax.random.key(u))
+    chols.append(np.asarray(ss.stats.chol))
+    means.append(np.asarray(ss.stats.mean))
+  assert np.all(chols[0][:, 0, 0] > 0)                        # first factorisation
+  np.testing.assert_array_equal(chols[1], chols[0])            # updates 1, 2: stale
+  np.testing.assert_array_equal(chols[2], chols[0])
+  assert not np.allclose(chols[3], chols[0])                   # update 3: refreshed
+  np.testing.assert_array_equal(chols[4], chols[3])
+  assert not np.allclose(means[1], means[0])                   # the means follow every merge
+  exact = _algo(model, stats_method="cholesky")                # refresh_every=1 refreshes always
+  ss1 = exact.init(jax.random.key(0)).server
+  for u in range(2):
+    ss1, _ = jax.jit(exact.server_step)(ss1, dict(buffer=_full_buffer(state, u), global_iter=0),
+                                        jax.random.key(u))
+  np.testing.assert_allclose(np.asarray(ss1.stats.mean), means[1], rtol=1e-6)
+  assert not np.allclose(np.asarray(ss1.stats.chol), chols[1])
+
+
+def test_lowrank_server_update_generates_within_its_memory(model):
+  algo = _algo(model, stats_covariance="lowrank", stats_rank=8)
+  state = algo.init(jax.random.key(0))
+  d = int(np.prod(model.activation_shape))
+  cap = gas.stats_lib.lowrank_capacity(8, d, C * B, M, 16)
+  assert state.server.stats.rows.shape == (M, cap, d)
+  ss, truncated = state.server, False
+  for u in range(6):
+    before = np.asarray(ss.stats.used)
+    ss, out = jax.jit(algo.server_step)(ss, dict(buffer=_full_buffer(state, u), global_iter=0),
+                                        jax.random.key(u))
+    truncated |= bool(np.any(np.asarray(ss.stats.used) < before))
+    assert np.isfinite(float(out["server_loss"]))
+    assert np.all(np.asarray(ss.stats.used) <= cap)
+  assert truncated
+  assert int(out["generated"]) == M * B - C * B                # every label topped up to B

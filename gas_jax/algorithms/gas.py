@@ -45,7 +45,9 @@ class GasHParams:
   stats_jitter: float = stats_lib.REF_JITTER
   stats_block: int = 16
   stats_method: str = "sqrt"    # "sqrt" (square-root factor, default) | "cholesky" (REF-literal)
-  stats_covariance: str = "full"  # "full" | "diag" (high-dimensional splits, spec §3.5)
+  stats_covariance: str = "full"  # "full" | "diag" | "lowrank" (high-dimensional splits)
+  stats_rank: int = 64          # rows kept per label by "lowrank"
+  stats_refresh_every: int = 1  # "cholesky": refactorise every N server updates (mean exact)
   keep_last_batch: bool = False   # keep the server's last batch (gradient dissimilarity, Fig. 2a)
 
 
@@ -123,6 +125,9 @@ def build(model, hp: GasHParams) -> Algorithm:
       stats = stats_lib.init(m, 1)       # unused placeholder
     elif hp.stats_covariance == "diag":
       stats = stats_lib.init_diag(m, dim)
+    elif hp.stats_covariance == "lowrank":
+      stats = stats_lib.init_sqrt(m, dim, stats_lib.lowrank_capacity(
+          hp.stats_rank, dim, c * b, m, hp.stats_block))
     elif hp.stats_method == "cholesky":
       stats = stats_lib.init(m, dim)
     else:
@@ -151,11 +156,15 @@ def build(model, hp: GasHParams) -> Algorithm:
     if hp.generate:
       weights = jnp.where(mask, jnp.repeat(buf.tags, b), 0.0)
       st = stats_lib.merge(st, rows, labels, weights, jitter=hp.stats_jitter,
-                           block=hp.stats_block)
+                           block=hp.stats_block,
+                           rank=hp.stats_rank if hp.stats_covariance == "lowrank" else 0)
       counts = jnp.sum(jax.nn.one_hot(labels, m, dtype=jnp.int32) * mask[:, None], 0)
       all_seen = jnp.all(st.seen)
       # REF builds a sampler for every label with n_y <= B; samples top each label up to B.
-      st = stats_lib.refresh_factors(st, (counts <= b) & all_seen)
+      need = (counts <= b) & all_seen
+      if hp.stats_refresh_every > 1:   # amortised: stale factors between refreshes
+        need &= (state.server_updates % hp.stats_refresh_every == 0) | ~stats_lib.factored(st)
+      st = stats_lib.refresh_factors(st, need)
       fake = stats_lib.sample(st, jax.random.fold_in(rng, state.server_updates), b)
       gen_mask = (jnp.arange(b)[None, :] < (b - counts)[:, None]) & all_seen
       x = jnp.concatenate([rows, fake.reshape(m * b, dim)], 0)
@@ -313,4 +322,5 @@ def hparams_from_config(config, num_classes: int, generate: bool) -> GasHParams:
       shared_momentum=config.clients.momentum == "shared",
       stats_jitter=config.stats.jitter, stats_block=config.stats.block,
       stats_method=config.stats.method, stats_covariance=config.stats.covariance,
+      stats_rank=config.stats.rank, stats_refresh_every=config.stats.refresh_every,
       keep_last_batch=bool(config.grad_dissimilarity.enabled))
