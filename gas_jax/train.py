@@ -102,7 +102,7 @@ def _all_finite(tree):
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree_util.tree_leaves(tree)]))
 
 
-class _StopRequest:
+class StopRequest:
   """SIGTERM/SIGINT -> finish the current global iteration, checkpoint, stop."""
 
   def __init__(self):
@@ -136,7 +136,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
   config_lib.validate(config, workdir)
   if config.seeds:
     from gas_jax import multiseed   # noqa: PLC0415  (the runs axis; imports train's helpers)
-    return multiseed.train_seeds(config, workdir, build_context, Evaluator)
+    return multiseed.train_seeds(config, workdir)
   ctx = build_context(config)
   runner = ALGORITHMS.get(config.algorithm)(ctx)
   evaluate = Evaluator(ctx.model, ctx.dataset.x_test, ctx.dataset.y_test, config.eval_batch_size)
@@ -161,7 +161,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
   progress = metrics_lib.Progress(config.num_global_iters, config.log_every_s, first - 1)
   start = time.time() - wall_offset
   iter_walls = []
-  with _StopRequest() as stop:
+  with StopRequest() as stop:
     for it in range(first, config.num_global_iters + 1):
       t0 = time.time()
       info = runner.run_iteration()

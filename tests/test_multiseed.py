@@ -79,3 +79,18 @@ def test_bad_seeds_are_refused(tmp_path, seeds, algorithm, match):
   with pytest.raises(config_lib.ConfigError, match=r"seeds=.*" + match):
     train.train_and_evaluate(c, str(tmp_path))
   assert not os.listdir(tmp_path)
+
+
+@pytest.mark.parametrize("vmapped", [1, 0], ids=["vmapped", "loop"])
+def test_multiseed_run_resumes_exactly(tmp_path, separate, vmapped):
+  """Seeds 0,1,2 to T=2, then the same workdir to T=3: it resumes from WORKDIR/checkpoints
+  (seeds that stopped at different ticks continue) and equals the separate T=3 runs."""
+  c = _config(seeds=SEEDS)
+  c.execution.vmap_seeds = vmapped
+  c.num_global_iters = 2
+  train.train_and_evaluate(c, str(tmp_path))
+  assert os.path.isdir(tmp_path / "checkpoints")
+  c.num_global_iters = eq.T
+  train.train_and_evaluate(c, str(tmp_path))
+  for s in SEEDS:
+    eq._assert_same_run(str(separate / f"seed{s}"), str(tmp_path / f"seed{s}"))

@@ -25,7 +25,6 @@ import math
 from typing import Callable, List, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from gas_jax import losses, optim
