@@ -166,6 +166,18 @@ def server_event(algo):
   return run
 
 
+def padding_events(batch_size: int, length: int) -> Dict:
+  """A cohort of `length` padding events (valid all False): running it changes no state, so
+  it compiles that cohort size ahead of time (`GasRunner.precompile`)."""
+  one = dict(event_id=np.int32(0), client=np.int32(0), slot=np.int32(0),
+             idx=np.zeros(batch_size, np.int32), mask=np.zeros(batch_size, bool),
+             tag=np.float32(0), buf_pos=np.int32(0), upload=np.bool_(False),
+             aggregate=np.bool_(False), agg_weight=np.float32(0))
+  out = stack_events([one], length)
+  out["valid"][:] = False
+  return out
+
+
 def make_server_runner(algo, max_traces: Optional[int] = None):
   """jit(server_event)."""
   return jax.jit(_maybe_count_traces(server_event(algo), max_traces), donate_argnums=(0,))

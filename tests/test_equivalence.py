@@ -124,3 +124,19 @@ def test_four_devices_equal_one(tmp_path):
     assert proc.returncode == 0, err[err.find("Fatal"):][:3000] if "Fatal" in err else err[-3000:]
     outs.append(wd)
   _assert_same_run(*outs)
+
+
+def test_cohort_sizes_are_compiled_before_training():
+  """GasRunner.precompile compiles one program per bucketed cohort size (C=10: 1, 2, 4, 8, 16)
+  up front, changing no state; training then compiles nothing new."""
+  from gas_jax.registry import ALGORITHMS   # noqa: PLC0415
+  c = _config(cohort_size=0)
+  ctx = train.build_context(c)
+  runner = ALGORITHMS.get("gas")(ctx)
+  assert runner.cohort_run._cache_size() == 5
+  fresh = ALGORITHMS.get("gas")(train.build_context(_config(cohort_size=0)))
+  for a, b in zip(jax.tree_util.tree_leaves(runner.state), jax.tree_util.tree_leaves(fresh.state)):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  for _ in range(2):
+    runner.run_iteration()
+  assert runner.cohort_run._cache_size() == 5

@@ -85,11 +85,28 @@ class GasRunner:
     self.client_run = engine.make_client_runner(self.algo, augment=aug)
     self.cohort_run = engine.make_cohort_runner(self.algo, self.mesh, augment=aug)
     self.server_run = engine.make_server_runner(self.algo)
+    if self.cohort_size != 1:
+      self.precompile()
     self.agg_w = (np.ones(ctx.clients.num_clients) if cfg.clients.aggregation == "uniform"
                   else ctx.clients.sizes.astype(np.float64))
     self.client_steps = 0
     if cfg.grad_dissimilarity.enabled:
       self._dissimilarity = jax.jit(functools.partial(gas.gradient_dissimilarity, ctx.model))
+
+  def precompile(self) -> None:
+    """Compiles every cohort size the schedule can produce (cohorts hold distinct slots, so at
+    most C events) by running padding-only cohorts, which change nothing: no compilation
+    happens later, inside the timed global iterations."""
+    c = self.cfg.clients.participating
+    n_dev = 1 if self.mesh is None else self.mesh.size
+    limit = c if self.cohort_size == 0 else min(c, self.cohort_size)
+    sizes = sorted({engine.bucket(n, n_dev) for n in range(1, limit + 1)})
+    cs, buf = self.state.client, self.state.buffer
+    for size in sizes:
+      cs, buf, _ = self.cohort_run(cs, buf, self.state.server.server, self.ctx.data,
+                                   engine.padding_events(self.cfg.clients.batch_size, size),
+                                   self.step_key)
+    self.state = self.state.replace(client=cs, buffer=buf)
 
   def run_iteration(self) -> dict:
     sched, clients = self.scheduler, self.ctx.clients
