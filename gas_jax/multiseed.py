@@ -15,8 +15,9 @@ work done at every update). The
 seeds only differ in when they aggregate (the host knows from each seed's scheduler): a seed's
 global iteration ends at its own tick, where its models are evaluated and its row written; a
 seed that has finished its T iterations rides along masked (its state is kept unchanged).
-On an accelerator the S seeds cost about one run; on the 2-core CPU vmapped convolutions are
-slower than separate calls, so there the runs axis is a convenience, not a speed-up.
+On an H100 three CIFAR-10 seeds vmapped cost about what one seed costs event by event (but
+single-seed cohorts are faster still; docs/benchmarks.md); on the 2-core CPU vmapped
+convolutions are slower than separate calls, so there the seeds run in a host loop.
 
 `execution.vmap_seeds` picks vmapped (the default on accelerators) or a host loop over the
 seeds' own states (the CPU default). The whole multi-seed state is checkpointed in
