@@ -86,6 +86,7 @@ def test_cohorts_equal_event_by_event(tmp_path):
   _assert_same_run(a, b)
 
 
+@pytest.mark.slow   # the fast unit version: test_stateful_models.py::test_cohort_step_equals_...
 def test_cohorts_equal_event_by_event_with_batch_norm_and_dropout(tmp_path, monkeypatch):
   """The same with running statistics and dropout keys (cnn_small_bn), one global iteration.
 

@@ -81,7 +81,8 @@ def test_bad_seeds_are_refused(tmp_path, seeds, algorithm, match):
   assert not os.listdir(tmp_path)
 
 
-@pytest.mark.parametrize("vmapped", [1, 0], ids=["vmapped", "loop"])
+@pytest.mark.parametrize("vmapped", [1, pytest.param(0, marks=pytest.mark.slow)],
+                         ids=["vmapped", "loop"])
 def test_multiseed_run_resumes_exactly(tmp_path, separate, vmapped):
   """Seeds 0,1,2 to T=2, then the same workdir to T=3: it resumes from WORKDIR/checkpoints
   (seeds that stopped at different ticks continue) and equals the separate T=3 runs."""
