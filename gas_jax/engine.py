@@ -112,8 +112,9 @@ def make_client_runner(algo, max_traces: Optional[int] = None, augment=None):
                  donate_argnums=(0, 1))
 
 
-def make_cohort_runner(algo, mesh=None, max_traces: Optional[int] = None, augment=None):
-  """jit(cohort_step) over a padded cohort [L] of independent events (issue: cohorts).
+def cohort_event(algo, mesh=None, augment=None):
+  """The unjitted body of a cohort: cohort_step over a padded cohort [L] of independent events
+  (jitted by `make_cohort_runner`, vmapped over seeds by `gas_jax.runners.seeds_runner`).
 
   With a `mesh` (axis "clients"), the cohort axis of the inputs is sharded across its devices
   and everything else (parameters, buffers) is replicated; XLA partitions the vmapped work.
@@ -146,7 +147,13 @@ def make_cohort_runner(algo, mesh=None, max_traces: Optional[int] = None, augmen
           lambda a: jax.lax.with_sharding_constraint(a, rep), (cstate, buffer, out))
     return cstate, buffer, out
 
-  return jax.jit(_maybe_count_traces(run, max_traces), donate_argnums=(0, 1))
+  return run
+
+
+def make_cohort_runner(algo, mesh=None, max_traces: Optional[int] = None, augment=None):
+  """jit(cohort_event)."""
+  return jax.jit(_maybe_count_traces(cohort_event(algo, mesh, augment), max_traces),
+                 donate_argnums=(0, 1))
 
 
 def event_arrays(ev, idx, mask, tag: float, agg_weight: float, event_id: int) -> Dict:

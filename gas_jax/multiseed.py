@@ -102,11 +102,12 @@ class _Driver:
     """Fetches the queued tick outputs into the per-seed histories."""
     fetched = jax.device_get([o for _, o in pending])
     for (evs, _), out in zip(pending, fetched):
-      for s, ev in enumerate(evs):
-        if ev is None:
+      for s, seed_events in enumerate(evs):
+        if not seed_events:
           continue
-        c_out, s_out = self.runner.seed_outputs(out, s)
-        self.client_hist[s].append((float(c_out["client_loss"]), bool(c_out["grad_finite"])))
+        c_out, s_out = self.runner.seed_outputs(out, s, len(seed_events))
+        self.client_hist[s].extend((float(l), bool(f)) for l, f in
+                                   zip(c_out["client_loss"], c_out["grad_finite"]))
         if s_out is not None:
           self.server_hist[s].append((float(s_out["server_loss"]), bool(s_out["grad_finite"]),
                                       float(s_out["generated"])))
@@ -147,14 +148,14 @@ class _Driver:
         events, out = self.runner.tick(self.active)
         self.ticks += 1
         pending.append((events, out))
-        done_now = [s for s, ev in enumerate(events) if ev is not None and ev.aggregate]
+        done_now = [s for s, evs in enumerate(events) if evs and evs[-1].aggregate]
         if not done_now:
           continue
         self.collect(pending)
         pending = []
         due = False
         for s in done_now:
-          row = self.row(s, events[s])
+          row = self.row(s, events[s][-1])
           due |= row["global_iteration"] % config.checkpoint_every == 0
           if s == 0:
             progress.update(row)

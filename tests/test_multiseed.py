@@ -1,7 +1,8 @@
 """The runs axis (`config.seeds`): each seed's outputs equal its separate run's.
 
-Digits with generation on, 3 global iterations, seeds 0, 1, 2: vmapped in one program and as a
-host loop, against three separate `--config.seed=s` runs - identical test_accuracy columns,
+Digits with generation on, 3 global iterations, seeds 0, 1, 2: vmapped in one program (event by
+event, and cohorts of every seed per round) and as a host loop, against three separate
+`--config.seed=s` runs (event by event) - identical test_accuracy columns,
 losses within 1e-5 relative, and the final models (theta_glob, the in-flight slots, phi) within
 1e-5 relative per tensor. Also: a seed folder resumes as a single run, and bad seeds are refused.
 """
@@ -37,10 +38,13 @@ def separate(tmp_path_factory):
   return root
 
 
-@pytest.mark.parametrize("vmapped", [1, 0], ids=["vmapped", "loop"])
-def test_seeds_equal_separate_runs(tmp_path, separate, vmapped):
+@pytest.mark.parametrize("vmapped,cohort", [
+    (1, 1), pytest.param(1, 0, marks=pytest.mark.slow), (0, 1)],   # cohorts: see the resume test
+                         ids=["vmapped", "vmapped_cohorts", "loop"])
+def test_seeds_equal_separate_runs(tmp_path, separate, vmapped, cohort):
   c = _config(seeds=SEEDS)
   c.execution.vmap_seeds = vmapped
+  c.execution.cohort_size = cohort
   summary = train.train_and_evaluate(c, str(tmp_path))
   assert summary["seeds"] == list(SEEDS)
   finals = []
@@ -81,13 +85,16 @@ def test_bad_seeds_are_refused(tmp_path, seeds, algorithm, match):
   assert not os.listdir(tmp_path)
 
 
-@pytest.mark.parametrize("vmapped", [1, pytest.param(0, marks=pytest.mark.slow)],
-                         ids=["vmapped", "loop"])
-def test_multiseed_run_resumes_exactly(tmp_path, separate, vmapped):
+@pytest.mark.parametrize("vmapped,cohort", [(1, 0), pytest.param(0, 1, marks=pytest.mark.slow),
+                                            pytest.param(1, 1, marks=pytest.mark.slow)],
+                         ids=["vmapped_cohorts", "loop", "vmapped"])
+def test_multiseed_run_resumes_exactly(tmp_path, separate, vmapped, cohort):
   """Seeds 0,1,2 to T=2, then the same workdir to T=3: it resumes from WORKDIR/checkpoints
-  (seeds that stopped at different ticks continue) and equals the separate T=3 runs."""
+  (seeds that stopped at different ticks continue, pending cohort look-aheads are restored)
+  and equals the separate T=3 runs."""
   c = _config(seeds=SEEDS)
   c.execution.vmap_seeds = vmapped
+  c.execution.cohort_size = cohort
   c.num_global_iters = 2
   train.train_and_evaluate(c, str(tmp_path))
   assert os.path.isdir(tmp_path / "checkpoints")

@@ -1,4 +1,5 @@
-"""The runs axis' host loop: one GAS event per seed per tick (see `gas_jax.multiseed`)."""
+"""The runs axis' host loop: one GAS event (or cohort) per seed per tick (`gas_jax.multiseed`)."""
+import dataclasses
 from typing import List
 
 import jax
@@ -76,12 +77,19 @@ class SeedsGasRunner:
       client = _masked(engine.client_event(self.algo, aug))
       self.client_run = jax.jit(jax.vmap(client, in_axes=(0, 0, 0, data_axes, 0, 0, 0)),
                                 donate_argnums=(0, 1))
+      # Cohorts x seeds: each round runs one cohort of every seed (its next independent events,
+      # padded to a common bucketed length); cohort_step already ignores padding events.
+      self.cohort_size = gas_runner.cohort_size(cfg)
+      self.cohort_run = jax.jit(jax.vmap(engine.cohort_event(self.algo, augment=aug),
+                                         in_axes=(0, 0, 0, data_axes, 0, 0)),
+                                donate_argnums=(0, 1))
       server = engine.server_event(self.algo)
       self.server_run = jax.jit(
           lambda ss, bufs, s, it, key: server(ss, tree_map(lambda a: a[s], bufs), it, key),
           donate_argnums=(0,))
       self.stack = jax.jit(lambda *phis: _stack(phis))
     else:
+      self.cohort_size = 1
       self.states = states
       self.client_run = engine.make_client_runner(self.algo, augment=aug)
       self.server_run = engine.make_server_runner(self.algo)
@@ -89,72 +97,115 @@ class SeedsGasRunner:
                   else ctx.clients.sizes.astype(np.float64) for ctx in contexts]
     self.client_steps = np.zeros(self.S, np.int64)
     self.server_updates = np.zeros(self.S, np.int64)
+    self.lookahead = [None] * self.S     # cohorts: an event pulled that starts the next cohort
+    if self.cohort_size != 1:
+      self.precompile()
 
-  def _next_events(self, active):
-    events, arrays = [], []
-    for s in range(self.S):
-      if not active[s]:
-        events.append(None)
-        arrays.append(None)
+  def _pull(self, s: int):
+    """Seed s's next event and its arrays (consumes its scheduler and minibatch streams)."""
+    ev = self.schedulers[s].next_event()
+    idx, mask = self.contexts[s].clients.next_batch(ev.client)
+    arrays = engine.event_arrays(ev, idx, mask, gas_runner.weight_tag(self.cfg, ev),
+                                 self.agg_w[s][ev.client], int(self.client_steps[s]))
+    self.client_steps[s] += 1
+    return ev, arrays
+
+  def _next_cohort(self, s: int) -> list:
+    """Seed s's next cohort, by `engine.cohorts`' rules: distinct slots, ends after a server
+    update or an aggregation, at most cohort_size events (0 = unbounded)."""
+    group, slots = [], set()
+    while True:
+      item = self.lookahead[s] or self._pull(s)
+      self.lookahead[s] = None
+      ev = item[0]
+      if ev.slot in slots or (self.cohort_size and len(group) == self.cohort_size):
+        self.lookahead[s] = item
+        return group
+      group.append(item)
+      slots.add(ev.slot)
+      if ev.server_update or ev.aggregate:
+        return group
+
+  def precompile(self) -> None:
+    """Compiles every padded cohort length before training (padding changes nothing)."""
+    c = self.cfg.clients.participating
+    limit = c if self.cohort_size == 0 else min(c, self.cohort_size)
+    cs, buf = self.state
+    for size in sorted({engine.bucket(n) for n in range(1, limit + 1)}):
+      pad = engine.padding_events(self.cfg.clients.batch_size, size)
+      stacked = {k: np.stack([v] * self.S) for k, v in pad.items()}
+      cs, buf, _ = self.cohort_run(cs, buf, self.phi, self.data, stacked, self.step_keys)
+    self.state = (cs, buf)
+
+  def _server_updates(self, last_events, buf):
+    """Per-seed server updates after the seeds' steps whose last event triggers one."""
+    s_out = [None] * self.S
+    for s, ev in enumerate(last_events):
+      if ev is None or not ev.server_update:
         continue
-      ev = self.schedulers[s].next_event()
-      idx, mask = self.contexts[s].clients.next_batch(ev.client)
-      arrays.append(engine.event_arrays(ev, idx, mask, gas_runner.weight_tag(self.cfg, ev),
-                                        self.agg_w[s][ev.client], int(self.client_steps[s])))
-      self.client_steps[s] += 1
-      events.append(ev)
-    return events, arrays
+      self.server_updates[s] += 1
+      it = np.int32(self.schedulers[s].global_iters - int(ev.aggregate))
+      self.servers[s], s_out[s] = self.server_run(self.servers[s], buf, np.int32(s), it,
+                                                  self.server_keys[s])
+    if any(o is not None for o in s_out):
+      self.phi = self.stack(*[ss.server for ss in self.servers])
+    return s_out
 
   def tick(self, active: np.ndarray):
-    """One client event of every active seed (and the server updates it triggers).
+    """Advances every active seed by one event, or by one cohort in the cohort mode (and runs
+    the server updates that ends with).
 
-    Returns (events, outputs): events[s] is seed s's Event (None if inactive); outputs[s] is
-    seed s's (client metrics, server metrics or None), device values not yet fetched (ticks
-    queue up on the device) - `seed_outputs` turns fetched outputs into that form."""
-    events, arrays = self._next_events(active)
-    # Seeds update their servers after each C-th of their own steps (all at the same ticks,
-    # unless a resumed run continues seeds that had stopped at different ticks).
-    update = [ev is not None and ev.server_update for ev in events]
-    # The iteration counter for the learning-rate decay: before this event's aggregation.
-    iters = [np.int32(sch.global_iters - int(ev.aggregate)) if ev is not None else np.int32(0)
-             for sch, ev in zip(self.schedulers, events)]
-    self.server_updates += np.asarray(update, np.int64)
+    Returns (events, outputs): events[s] is the list of seed s's events (empty if inactive);
+    outputs are device values not yet fetched (ticks queue up on the device) -
+    `seed_outputs` turns fetched outputs into per-seed ones."""
+    if self.vmapped and self.cohort_size != 1:
+      cs, buf = self.state
+      groups = [self._next_cohort(s) if active[s] else [] for s in range(self.S)]
+      length = engine.bucket(max(len(g) for g in groups))
+      pad = engine.padding_events(self.cfg.clients.batch_size, length)
+      per_seed = [engine.stack_events([a for _, a in g], length) if g else pad for g in groups]
+      stacked = {k: np.stack([p[k] for p in per_seed]) for k in pad}
+      cs, buf, c_out = self.cohort_run(cs, buf, self.phi, self.data, stacked, self.step_keys)
+      self.state = (cs, buf)
+      events = [[ev for ev, _ in g] for g in groups]
+      return events, (c_out, self._server_updates([e[-1] if e else None for e in events], buf))
+    pulled = [self._pull(s) if active[s] else None for s in range(self.S)]
+    events = [[p[0]] if p else [] for p in pulled]
     if not self.vmapped:
       outs = []
-      for s, a in enumerate(arrays):
-        if a is None:
+      for s, p in enumerate(pulled):
+        if p is None:
           outs.append(None)
           continue
+        ev, arrays = p
         st, ctx = self.states[s], self.contexts[s]
-        cs, buf, c_out = self.client_run(st.client, st.buffer, st.server.server, ctx.data, a,
-                                         self.step_keys[s])
+        cs, buf, c_out = self.client_run(st.client, st.buffer, st.server.server, ctx.data,
+                                         arrays, self.step_keys[s])
         ss, s_out = st.server, None
-        if update[s]:
-          ss, s_out = self.server_run(ss, buf, iters[s], self.server_keys[s])
+        if ev.server_update:
+          self.server_updates[s] += 1
+          it = np.int32(self.schedulers[s].global_iters - int(ev.aggregate))
+          ss, s_out = self.server_run(ss, buf, it, self.server_keys[s])
         self.states[s] = gas.GasState(client=cs, server=ss, buffer=buf)
         outs.append((c_out, s_out))
       return events, outs
-    template = next(a for a in arrays if a is not None)
-    arrays = [a if a is not None else template for a in arrays]
+    template = next(p[1] for p in pulled if p is not None)
+    arrays = [p[1] if p is not None else template for p in pulled]
     stacked = {k: np.stack([a[k] for a in arrays]) for k in template}
     cs, buf = self.state
     cs, buf, c_out = self.client_run(cs, buf, self.phi, self.data, stacked, self.step_keys,
                                      np.asarray(active, bool))
     self.state = (cs, buf)
-    s_out = [None] * self.S
-    for s in np.flatnonzero(update):
-      self.servers[s], s_out[s] = self.server_run(self.servers[s], buf, np.int32(s), iters[s],
-                                                  self.server_keys[s])
-    if any(update):
-      self.phi = self.stack(*[ss.server for ss in self.servers])
-    return events, (c_out, s_out)
+    return events, (c_out, self._server_updates([p[0] if p else None for p in pulled], buf))
 
-  def seed_outputs(self, fetched, s: int):
-    """Seed s's (client metrics, server metrics or None) from a fetched `tick` output."""
+  def seed_outputs(self, fetched, s: int, n: int):
+    """Seed s's (client metrics [n], server metrics or None) from a fetched `tick` output
+    whose events[s] had n events."""
     if not self.vmapped:
-      return fetched[s]
-    c_out, s_out = fetched
-    return {k: v[s] for k, v in c_out.items()}, s_out[s]
+      c_out, s_out = fetched[s]
+    else:
+      c_out, s_out = {k: v[s] for k, v in fetched[0].items()}, fetched[1][s]
+    return {k: np.atleast_1d(v)[:n] for k, v in c_out.items()}, s_out
 
   def seed_state(self, s: int) -> gas.GasState:
     if not self.vmapped:
@@ -180,9 +231,14 @@ class SeedsGasRunner:
     self.phi = self.stack(*[ss.server for ss in self.servers])
 
   def host_state(self) -> dict:
+    look = [None if item is None else dict(
+        ev=dataclasses.asdict(item[0]), idx=item[1]["idx"].tolist(),
+        mask=item[1]["mask"].tolist(), event_id=int(item[1]["event_id"]))
+            for item in self.lookahead]
     return dict(schedulers=[x.state_dict() for x in self.schedulers],
                 clients=[ctx.clients.state_dict() for ctx in self.contexts],
-                client_steps=self.client_steps.tolist(), server_updates=self.server_updates.tolist())
+                client_steps=self.client_steps.tolist(),
+                server_updates=self.server_updates.tolist(), lookahead=look)
 
   def load_host_state(self, d: dict) -> None:
     for sch, x in zip(self.schedulers, d["schedulers"]):
@@ -191,6 +247,13 @@ class SeedsGasRunner:
       ctx.clients.load_state_dict(x)
     self.client_steps = np.asarray(d["client_steps"], np.int64)
     self.server_updates = np.asarray(d["server_updates"], np.int64)
+    self.lookahead = [None] * self.S
+    for s, item in enumerate(d.get("lookahead") or [None] * self.S):
+      if item is not None:
+        ev = scheduler_lib.Event(**item["ev"])
+        self.lookahead[s] = (ev, engine.event_arrays(
+            ev, item["idx"], item["mask"], gas_runner.weight_tag(self.cfg, ev),
+            self.agg_w[s][ev.client], item["event_id"]))
 
   def seed_state_dict(self, s: int) -> dict:
     """Seed s's state in `GasRunner.state_dict`'s layout: a seed folder is a single run."""
