@@ -138,14 +138,14 @@ def _merge_rows(stats, x, labels, w, jitter, block):
 
 
 def merge(stats, x: jax.Array, labels: jax.Array, w: jax.Array, *,
-          jitter: float = REF_JITTER, block: int = 16, rank: int = 0):
+          jitter: float = REF_JITTER, block: int = 16, rank: int = 0, room_made: bool = False):
   """Merges rows x [N, D] with labels [N] and weights w [N] (0 = ignore) into the statistics.
 
   rank > 0 (square-root factor only; `stats.covariance="lowrank"`): when a label's factor is
   full it is truncated to its top `rank` directions plus an isotropic rest (`_truncate`)
   instead of compressed exactly (memory M x (rank + one merge) x D)."""
   if isinstance(stats, SqrtStats):
-    return _merge_sqrt(stats, x, labels, w, jitter, block, rank)
+    return _merge_sqrt(stats, x, labels, w, jitter, block, rank, room_made)
   if isinstance(stats, DiagStats):
     return _merge_diag(stats, x, labels, w, jitter)
   m, d = stats.num_labels, stats.dim
@@ -287,17 +287,20 @@ def _truncate(g, rank: int):
   return jnp.zeros_like(g).at[:k].set(top), e_bar
 
 
-def _merge_sqrt(stats: SqrtStats, x, labels, w, jitter, block, rank=0):
+def make_room(stats, labels: jax.Array, w: jax.Array, *, block: int = 16, rank: int = 0):
+  """Compresses (rank 0: exact QR) or truncates (rank k: `_truncate`) the square-root factor
+  of every label whose next merge of (labels, w) would overflow its capacity; other
+  representations are returned unchanged. `merge` does this first; it is public so that a
+  caller can run this data-dependent branch (a `lax.cond`, which `vmap` would turn into work
+  at every merge) separately and then call `merge(..., room_made=True)`."""
+  if not isinstance(stats, SqrtStats):
+    return stats
   m, cap, d = stats.rows.shape
-  mean_new, w_new, jit_new, _, merged, blocks, block_label = _merge_rows(
-      stats, x, labels, w, jitter, block)
-  nblk = jnp.sum(jax.nn.one_hot(block_label, m, dtype=jnp.int32), 0)
-  overflow = stats.used + nblk * block > cap
+  onehot = jax.nn.one_hot(labels, m, dtype=jnp.int32) * (w > 0)[:, None]
+  rows_y = onehot.sum(0) + (stats.seen & (onehot.sum(0) > 0))    # + the old mean's pseudo-row
+  overflow = stats.used + (-(-rows_y // block)) * block > cap
   min_rows = min(cap, d) if not rank else min(rank, cap, d)
-  # Low rank: Sigma_old ~ G_k^T G_k / W + (r + e_bar / W) I (`_truncate`); the isotropic
-  # part is then scaled by W / W' in the merge like the rest of r.
   old_w = jnp.where(stats.seen, stats.weight, 1.0)
-  iso_scale = jnp.where(merged, old_w / jnp.where(merged, w_new, 1.0), 1.0) / old_w
 
   def maybe_compress(y, carry):
     rows, used, jit = carry
@@ -306,8 +309,9 @@ def _merge_sqrt(stats: SqrtStats, x, labels, w, jitter, block, rank=0):
       rows, used, jit = carry
       g = jax.lax.dynamic_index_in_dim(rows, y, keepdims=False)
       if rank:
+        # Sigma ~ G_k^T G_k / W + (r + e_bar / W) I; a merge then scales r by W / W'.
         g, e_bar = _truncate(g, rank)
-        jit = jit.at[y].add(e_bar * iso_scale[y])
+        jit = jit.at[y].add(e_bar / old_w[y])
       else:
         g = _compress(g)
       return (jax.lax.dynamic_update_index_in_dim(rows, g, y, 0),
@@ -315,8 +319,18 @@ def _merge_sqrt(stats: SqrtStats, x, labels, w, jitter, block, rank=0):
     return jax.lax.cond(overflow[y], compress, lambda c: c, (rows, used, jit))
 
   # In place, label by label (a lax.map would copy every label's rows).
-  rows, used, jit_new = jax.lax.fori_loop(0, m, maybe_compress,
-                                          (stats.rows, stats.used, jit_new))
+  rows, used, jit = jax.lax.fori_loop(0, m, maybe_compress,
+                                      (stats.rows, stats.used, stats.jitter))
+  return stats.replace(rows=rows, used=used, jitter=jit)
+
+
+def _merge_sqrt(stats: SqrtStats, x, labels, w, jitter, block, rank=0, room_made=False):
+  if not room_made:
+    stats = make_room(stats, labels, w, block=block, rank=rank)
+  m, cap, d = stats.rows.shape
+  mean_new, w_new, jit_new, _, merged, blocks, block_label = _merge_rows(
+      stats, x, labels, w, jitter, block)
+  rows, used = stats.rows, stats.used
 
   def append(b, carry):
     rows, used = carry

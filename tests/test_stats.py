@@ -457,3 +457,23 @@ def test_statistics_memory_is_bounded_by_the_mode():
   assert m * (64 + per_merge) * d * 4 <= low <= m * (64 + per_merge) * d * 4 + mean + 1024
   assert 2 * m * d * 4 <= diag <= 2 * m * d * 4 + 1024
   assert diag < low < full
+
+
+@pytest.mark.parametrize("rank", [0, 2])
+def test_make_room_then_merge_equals_merge(rank):
+  """merge = make_room (the conditional compression) + merge(room_made=True), exactly."""
+  x, labels, w = _rows(5)
+  cap = 2 + 32 if rank else 40        # room for the rank (or D) rows and one merge's blocks
+  a = b = stats.init_sqrt(M, D, cap)
+  compressed = False
+  for i in range(0, N, 12):
+    xs, ls, ws = (jnp.asarray(v[i:i + 12], t) for v, t in
+                  ((x, jnp.float32), (labels, jnp.int32), (w, jnp.float32)))
+    before = np.asarray(a.used)
+    a = stats.merge(a, xs, ls, ws, jitter=1e-5, rank=rank)
+    compressed |= bool(np.any(np.asarray(a.used) < before))
+    b = stats.make_room(b, ls, ws, rank=rank)
+    b = stats.merge(b, xs, ls, ws, jitter=1e-5, rank=rank, room_made=True)
+    assert int(jnp.max(b.used)) <= cap
+  assert compressed
+  chex.assert_trees_all_close(a, b, rtol=1e-6, atol=1e-6)
