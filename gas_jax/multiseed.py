@@ -11,12 +11,13 @@ server updates after every C-th step (spec §1.5), whatever the schedule. So tic
 program runs the j-th client event of every seed (vmapped over seeds: each seed's own client,
 slot, minibatch and key) and, when j is a multiple of C, the server update of every seed (one
 jitted call per seed: vmapping it would turn the statistics' occasional QR compressions into
-work done at every update). The
-seeds only differ in when they aggregate (the host knows from each seed's scheduler): a seed's
-global iteration ends at its own tick, where its models are evaluated and its row written; a
-seed that has finished its T iterations rides along masked (its state is kept unchanged).
-On an H100 three CIFAR-10 seeds vmapped cost about what one seed costs event by event (but
-single-seed cohorts are faster still; docs/benchmarks.md); on the 2-core CPU vmapped
+work done at every update). With cohorts (`execution.cohort_size` != 1, the accelerator
+default) a tick runs one cohort of every seed instead (each seed's next independent events,
+padded to a common length). The seeds only differ in when they aggregate (the host knows from
+each seed's scheduler): a seed's global iteration ends at its own tick, where its models are
+evaluated and its row written; a seed that has finished its T iterations rides along masked.
+Measured on an H100 (docs/benchmarks.md): for CIFAR-10/AlexNet the per-seed server updates
+dominate, so 3 seeds cost about 3 single-seed cohort runs; on the 2-core CPU vmapped
 convolutions are slower than separate calls, so there the seeds run in a host loop.
 
 `execution.vmap_seeds` picks vmapped (the default on accelerators) or a host loop over the
@@ -26,9 +27,8 @@ on SIGTERM/SIGINT); a restarted run resumes from it with the same numbers, also 
 `num_global_iters`. At the end the final state of each seed is checkpointed in its own folder
 in the single-run layout, so `--config.seed=s --workdir=WORKDIR/seed<s>` continues one seed.
 
-Not (yet) supported with `seeds`: cohorts (`execution.cohort_size` is ignored: the seeds are
-the batch axis), gradient dissimilarity, and the FL/SFL baselines (run those per seed, e.g.
-with launch/compare.py).
+Not (yet) supported with `seeds`: gradient dissimilarity and the FL/SFL baselines (run those
+per seed, e.g. with launch/compare.py).
 """
 import json
 import os
