@@ -89,10 +89,11 @@ def test_bad_seeds_are_refused(tmp_path, seeds, algorithm, match):
                                             pytest.param(1, 1, marks=pytest.mark.slow)],
                          ids=["vmapped_cohorts", "loop", "vmapped"])
 def test_multiseed_run_resumes_exactly(tmp_path, separate, vmapped, cohort):
-  """Seeds 0,1,2 to T=2, then the same workdir to T=3: it resumes from WORKDIR/checkpoints
+  """Seeds 0,1 to T=2, then the same workdir to T=3: it resumes from WORKDIR/checkpoints
   (seeds that stopped at different ticks continue, pending cohort look-aheads are restored)
-  and equals the separate T=3 runs."""
-  c = _config(seeds=SEEDS)
+  and equals the separate T=3 runs. (Two seeds: vmapped convolutions are slow on the CPU.)"""
+  seeds = SEEDS[:2]
+  c = _config(seeds=seeds)
   c.execution.vmap_seeds = vmapped
   c.execution.cohort_size = cohort
   c.num_global_iters = 2
@@ -100,5 +101,5 @@ def test_multiseed_run_resumes_exactly(tmp_path, separate, vmapped, cohort):
   assert os.path.isdir(tmp_path / "checkpoints")
   c.num_global_iters = eq.T
   train.train_and_evaluate(c, str(tmp_path))
-  for s in SEEDS:
+  for s in seeds:
     eq._assert_same_run(str(separate / f"seed{s}"), str(tmp_path / f"seed{s}"))
