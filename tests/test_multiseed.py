@@ -62,6 +62,7 @@ def test_seeds_equal_separate_runs(tmp_path, separate, vmapped, cohort):
   assert cols[0] != cols[1] != cols[2]
 
 
+@pytest.mark.slow
 def test_seed_folder_resumes_as_a_single_run(tmp_path, separate):
   """Seeds (1,) for T=2, then its folder continued to T=3 as a single run == the T=3 run."""
   c = _config(seeds=(1,))
@@ -85,8 +86,8 @@ def test_bad_seeds_are_refused(tmp_path, seeds, algorithm, match):
   assert not os.listdir(tmp_path)
 
 
-@pytest.mark.parametrize("vmapped,cohort", [(1, 0), pytest.param(0, 1, marks=pytest.mark.slow),
-                                            pytest.param(1, 1, marks=pytest.mark.slow)],
+@pytest.mark.parametrize("vmapped,cohort", [pytest.param(1, 0, marks=pytest.mark.slow),
+                                            pytest.param(0, 1, marks=pytest.mark.slow), (1, 1)],
                          ids=["vmapped_cohorts", "loop", "vmapped"])
 def test_multiseed_run_resumes_exactly(tmp_path, separate, vmapped, cohort):
   """Seeds 0,1 to T=2, then the same workdir to T=3: it resumes from WORKDIR/checkpoints
