@@ -57,7 +57,7 @@ class _Driver:
       c = config.copy_and_resolve_references()
       with c.unlocked():
         c.seed, c.seeds = s, ()
-      contexts.append(train.build_context(c))
+      contexts.append(train.build_context(c, like=contexts[0] if contexts else None))
     self.runner = SeedsGasRunner(contexts, config.algorithm == "gas" and bool(config.generate),
                                  vmap_seeds(config))
     ds = contexts[0].dataset

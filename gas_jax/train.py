@@ -11,7 +11,7 @@ partition and client capabilities for a seed (spec §6.13), whatever order thing
 """
 import signal
 import time
-from typing import Dict
+from typing import Dict, Optional
 
 import jax
 import jax.numpy as jnp
@@ -76,9 +76,14 @@ class Evaluator:
                 test_loss=float(np.sum(nll)) / self.n)
 
 
-def build_context(config: ml_collections.ConfigDict) -> runners.RunContext:
-  """Everything a run needs, built from the config (no training, nothing written)."""
-  ds = sources.load_dataset(config.data.name, config.data.dir or None)
+def build_context(config: ml_collections.ConfigDict,
+                  like: Optional[runners.RunContext] = None) -> runners.RunContext:
+  """Everything a run needs, built from the config (no training, nothing written).
+
+  `like`: a context of the same dataset (another seed of the runs axis) whose loaded dataset
+  and device-resident train set are shared instead of being loaded and uploaded again."""
+  ds = like.dataset if like is not None else sources.load_dataset(config.data.name,
+                                                                  config.data.dir or None)
   config_lib.validate_with_data(config, ds.num_classes, len(ds.y_train))
   model = get_model(config.model.name, config.model.split, ds.num_classes, ds.input_shape)
   parts = partition_lib.partition(
@@ -91,8 +96,11 @@ def build_context(config: ml_collections.ConfigDict) -> runners.RunContext:
       config.clients.num, config.seed,
       compute_range=(config.time.compute_min, config.time.compute_max),
       distance_range=(config.time.distance_min_km, config.time.distance_max_km))
-  data = dict(x=jnp.asarray(ds.x_train), y=jnp.asarray(ds.y_train),
-              log_prior=jnp.asarray(clients.logit_adjustment()))
+  if like is not None:
+    x, y = like.data["x"], like.data["y"]
+  else:
+    x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
+  data = dict(x=x, y=y, log_prior=jnp.asarray(clients.logit_adjustment()))
   return runners.RunContext(config=config, dataset=ds, model=model, clients=clients,
                             time_model=time_model(config, model, profiles), data=data)
 
