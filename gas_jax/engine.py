@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gas_jax.algorithms import gas
+
 
 def segments(events: Sequence) -> List[List]:
   """Splits events after every server-update or aggregation event."""
@@ -165,12 +167,33 @@ def event_arrays(ev, idx, mask, tag: float, agg_weight: float, event_id: int) ->
 
 
 def server_event(algo):
-  """The unjitted server update: (server_state, buffer, global_iter, rng) -> (state, metrics)."""
+  """The unjitted server update: (server_state, buffer, global_iter, rng, gen_rows=None) ->
+  (state, metrics); gen_rows (static) packs the generated activations (`gen_rows`)."""
 
-  def run(sstate, buffer, global_iter, rng):
-    return algo.server_step(sstate, dict(buffer=buffer, global_iter=global_iter), rng)
+  def run(sstate, buffer, global_iter, rng, gen_rows=None):
+    batch = dict(buffer=buffer, global_iter=global_iter)
+    if gen_rows is not None:
+      batch["gen_rows"] = gen_rows
+    return algo.server_step(sstate, batch, rng)
 
   return run
+
+
+def gen_rows(algo, sstate, buffer) -> Optional[int]:
+  """The static packed size of the next server update's generated rows (None without
+  generation), from the buffer's labels and the labels seen so far (a small device read)."""
+  hp = algo.hparams
+  if not getattr(hp, "generate", False):
+    return None
+  labels, mask, seen = jax.device_get((buffer.labels, buffer.row_mask, sstate.stats.seen))
+  return gas.generated_rows(hp, labels, mask, seen)
+
+
+def check_gen_rows(server_outputs) -> None:
+  """Raises if a server update needed more generated rows than `gen_rows` packed (a host/device
+  disagreement; the update would have dropped samples)."""
+  if any(bool(o.get("gen_overflow", False)) for o in server_outputs if o is not None):
+    raise RuntimeError("a server update needed more generated activations than gen_rows packed")
 
 
 def padding_events(batch_size: int, length: int) -> Dict:
@@ -187,4 +210,5 @@ def padding_events(batch_size: int, length: int) -> Dict:
 
 def make_server_runner(algo, max_traces: Optional[int] = None):
   """jit(server_event)."""
-  return jax.jit(_maybe_count_traces(server_event(algo), max_traces), donate_argnums=(0,))
+  return jax.jit(_maybe_count_traces(server_event(algo), max_traces), donate_argnums=(0,),
+                 static_argnames=("gen_rows",))

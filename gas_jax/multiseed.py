@@ -40,6 +40,7 @@ import numpy as np
 from absl import logging
 
 from gas_jax import checkpoint
+from gas_jax import engine
 from gas_jax import metrics as metrics_lib
 from gas_jax import runners
 from gas_jax import train
@@ -109,6 +110,7 @@ class _Driver:
         self.client_hist[s].extend((float(l), bool(f)) for l, f in
                                    zip(c_out["client_loss"], c_out["grad_finite"]))
         if s_out is not None:
+          engine.check_gen_rows([s_out])
           self.server_hist[s].append((float(s_out["server_loss"]), bool(s_out["grad_finite"]),
                                       float(s_out["generated"])))
 

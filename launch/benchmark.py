@@ -9,7 +9,9 @@ device, matmul_peak_gflops, flops_per_global_iter (necessary arithmetic counted 
 per client step the client forward and backward plus the server forward and its input-gradient
 pass; per server update the server forward and backward over the real and generated rows),
 wall_s_per_global_iter (after warm-up), server_update_peak_fraction, cohort_peak_fraction
-(client steps), generation_fraction (share of wall time in statistics and sampling), stats_bytes.
+(client steps), generation_fraction (share of wall time in statistics, factorisation and sampling:
+the server update's `generate` timed alone), generation_total_fraction (the server update with
+generation minus without it, so also the forward/backward over the generated rows), stats_bytes.
 """
 import json
 import os
@@ -25,6 +27,7 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gas_jax import config as config_lib  # noqa: E402
+from gas_jax import engine  # noqa: E402
 from gas_jax import stats as stats_lib  # noqa: E402
 from gas_jax import train  # noqa: E402
 from gas_jax.data import real, sources  # noqa: E402
@@ -55,9 +58,9 @@ class Timed:
   def __init__(self, fn):
     self.fn, self.total, self.calls = fn, 0.0, 0
 
-  def __call__(self, *args):
+  def __call__(self, *args, **kwargs):
     t = time.perf_counter()
-    out = jax.block_until_ready(self.fn(*args))
+    out = jax.block_until_ready(self.fn(*args, **kwargs))
     self.total += time.perf_counter() - t
     self.calls += 1
     return out
@@ -81,6 +84,8 @@ def build(config):
 def measure(config, iters):
   ctx, synthetic = build(config)
   runner = ALGORITHMS.get(config.algorithm)(ctx)
+  if hasattr(runner, "precompile_server"):
+    runner.precompile_server()                   # every packed size of generated rows
   runner.run_iteration()                         # warm-up: compilation
   t = time.perf_counter()
   infos = [runner.run_iteration() for _ in range(iters)]
@@ -95,6 +100,32 @@ def measure(config, iters):
   client_run.total += cohort_run.total
   client_run.calls = runner.client_steps - steps0      # client steps, whatever the grouping
   return ctx, synthetic, runner, infos, wall, client_run, server_run
+
+
+def generation_seconds(runner, min_calls: int = 10, max_calls: int = 400) -> float:
+  """Wall seconds per server update spent in statistics, factorisation and sampling: the
+  algorithm's `generate` (merge, refresh, sample, packing) alone, on the run's state and last
+  buffer, repeated until every label in the buffer has had its square-root factor compressed
+  at least once (so the occasional compression is amortised as in a run)."""
+  algo, ss, buf = runner.algo, runner.state.server, runner.state.buffer
+  rows = engine.gen_rows(algo, ss, buf)
+  fn = jax.jit(lambda st, buf, key, u: algo.generate(st, buf, key, u, rows), donate_argnums=0)
+  st = jax.tree_util.tree_map(jnp.copy, ss.stats)
+  st = jax.block_until_ready(fn(st, buf, jax.random.key(0), ss.server_updates)[0])  # compile
+  labels = np.asarray(buf.labels)[np.asarray(buf.row_mask)]
+  todo = np.zeros(st.num_labels, bool)
+  todo[labels] = isinstance(st, stats_lib.SqrtStats)
+  total, calls = 0.0, 0
+  while calls < min_calls or (todo.any() and calls < max_calls):
+    before = np.asarray(st.used) if todo.any() else None
+    t = time.perf_counter()
+    st, *out = fn(st, buf, jax.random.key(calls + 1), ss.server_updates + calls)
+    jax.block_until_ready((st, out))
+    total += time.perf_counter() - t
+    calls += 1
+    if before is not None:
+      todo &= ~(np.asarray(st.used) < before)
+  return total / calls
 
 
 def main(argv):
@@ -114,14 +145,16 @@ def main(argv):
   flops_iter = steps_per_iter * client_step_flops + updates_per_iter * server_update_flops
   t_server = srun.total / max(srun.calls, 1)
   t_client = crun.total / max(crun.calls, 1)
-  # Generation cost: the same server update with generation off (same shapes and schedule).
-  gen_fraction = None
+  # Generation cost: statistics + sampling alone; and, all included (also the forward/backward
+  # over the generated rows), the server update with generation off (same schedule).
+  gen_fraction = gen_total_fraction = None
   if config.generate and config.algorithm == "gas":
+    gen_fraction = generation_seconds(runner) * updates_per_iter / wall
     nogen = config.copy_and_resolve_references()
     nogen.generate = False
     _, _, _, _, _, _, srun0 = measure(nogen, 1)
     t_server0 = srun0.total / max(srun0.calls, 1)
-    gen_fraction = max(t_server - t_server0, 0.0) * updates_per_iter / wall
+    gen_total_fraction = max(t_server - t_server0, 0.0) * updates_per_iter / wall
   stats = runner.state.server.stats
   out = dict(
       device=f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}",
@@ -134,7 +167,8 @@ def main(argv):
       cohort_size=config.execution.cohort_size, backend=jax.default_backend(),
       server_update_peak_fraction=server_update_flops / t_server / (peak * 1e9),
       cohort_peak_fraction=client_step_flops / t_client / (peak * 1e9),
-      generation_fraction=gen_fraction, generated_per_update=gen,
+      generation_fraction=gen_fraction, generation_total_fraction=gen_total_fraction,
+      generated_per_update=gen,
       stats_method=config.stats.method, stats_bytes=stats_lib.nbytes(stats),
       date=time.strftime("%Y-%m-%d"))
   text = json.dumps(out, indent=2)

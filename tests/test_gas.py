@@ -208,3 +208,47 @@ def test_lowrank_server_update_generates_within_its_memory(model):
     assert np.all(np.asarray(ss.stats.used) <= cap)
   assert truncated
   assert int(out["generated"]) == M * B - C * B                # every label topped up to B
+
+
+def test_generated_rows_packs_to_buckets():
+  """sum_y max(B - n_y, 0), rounded up to a multiple of ceil(M*B/5), 0 before all labels are
+  seen; computed by hand for M=3, B=4 (unit 3)."""
+  hp = gas.GasHParams(participating=C, batch_size=B, num_classes=M)
+  labels = np.array([[0, 0, 1, 1], [0, 2, 2, 0]])
+  mask = np.array([[True, True, True, False], [True, True, True, True]])
+  # counts (masked): label 0: 4, label 1: 1, label 2: 2 -> need 0 + 3 + 2 = 5 -> 6.
+  assert gas.generated_rows(hp, labels, mask, np.zeros(M, bool)) == 6
+  assert gas.generated_rows(hp, np.zeros((C, B), int), np.ones((C, B), bool),
+                            np.array([True, False, False])) == 0     # labels 1, 2 never seen
+  # label 0 only: need 0 + 4 + 4 = 8 -> 9.
+  assert gas.generated_rows(hp, np.zeros((C, B), int), np.ones((C, B), bool),
+                            np.ones(M, bool)) == 9
+
+
+def test_packed_generated_rows_equal_masked_ones(model):
+  """server_step with gen_rows packs the generated activations: same loss, parameters and
+  statistics as the M*B masked rows; too few rows is flagged (gen_overflow)."""
+  algo = _algo(model)
+  state = algo.init(jax.random.key(0))
+  step = jax.jit(algo.server_step)
+  masked, packed = state.server, state.server
+  rng = np.random.default_rng(0)
+  for u in range(3):
+    labels = rng.choice(M, size=(C, B), p=[0.6, 0.3, 0.1])
+    buf = _full_buffer(state, u).replace(labels=jnp.asarray(labels, jnp.int32))
+    rows = gas.generated_rows(algo.hparams, labels, np.ones((C, B), bool),
+                              np.asarray(packed.stats.seen))
+    assert rows < M * B
+    masked, m_out = step(masked, dict(buffer=buf, global_iter=0), jax.random.key(u))
+    packed, p_out = jax.jit(lambda s, b, k, r=rows: algo.server_step(
+        s, dict(buffer=b, global_iter=0, gen_rows=r), k))(packed, buf, jax.random.key(u))
+    assert int(m_out["generated"]) == int(p_out["generated"]) > 0
+    assert not bool(p_out["gen_overflow"])
+    np.testing.assert_allclose(float(p_out["server_loss"]), float(m_out["server_loss"]),
+                               rtol=1e-5)
+    chex.assert_trees_all_close(packed, masked, rtol=1e-5, atol=1e-6)
+  _, out = jax.jit(lambda s, b, k: algo.server_step(
+      s, dict(buffer=b, global_iter=0, gen_rows=1), k))(packed, buf, jax.random.key(9))
+  assert bool(out["gen_overflow"])
+  with pytest.raises(RuntimeError, match="gen_rows"):
+    engine.check_gen_rows([jax.device_get(out)])

@@ -94,6 +94,7 @@ class Algorithm:
   evaluate: Callable
   hparams: Any
   cohort_step: Callable = None   # (ClientState, batch[L], rng) -> (ClientState, outputs[L])
+  generate: Callable = None      # the server update's statistics and sampling (benchmarks)
 
 
 def _stack(tree, n):
@@ -144,33 +145,64 @@ def build(model, hp: GasHParams) -> Algorithm:
         row_mask=jnp.zeros((c, b), bool), tags=jnp.zeros((c,), jnp.float32))
     return GasState(client=client, server=server, buffer=buffer)
 
-  def server_step(state: ServerState, batch, rng):
-    """SERVER_UPDATE (spec §1.5). batch: {"buffer": ActivationBuffer, "global_iter": int}."""
-    buf = batch["buffer"]
+  def generate(st, buf: ActivationBuffer, key, server_updates, gen_rows=None):
+    """Statistics and generation of a server update (eq. 11-12, Algorithm 1): merges the
+    buffer's real rows into the per-label statistics, refreshes what the sampler needs and
+    tops every label up to B rows with generated activations once all labels have statistics.
+
+    Returns (stats, (x, y, valid) generated rows, number generated, overflow). gen_rows None:
+    M*B rows, label y's first B - n_y valid; an int: packed into gen_rows rows (labels in
+    order), overflow = more were needed."""
     rows = buf.acts.reshape(c * b, dim)
     labels = buf.labels.reshape(-1)
     mask = buf.row_mask.reshape(-1)
-    x, y, valid = rows, labels, mask
+    weights = jnp.where(mask, jnp.repeat(buf.tags, b), 0.0)
+    st = stats_lib.merge(st, rows, labels, weights, jitter=hp.stats_jitter,
+                         block=hp.stats_block,
+                         rank=hp.stats_rank if hp.stats_covariance == "lowrank" else 0)
+    counts = jnp.sum(jax.nn.one_hot(labels, m, dtype=jnp.int32) * mask[:, None], 0)
+    all_seen = jnp.all(st.seen)
+    # REF builds a sampler for every label with n_y <= B; samples top each label up to B.
+    need = (counts <= b) & all_seen
+    if hp.stats_refresh_every > 1:   # amortised: stale factors between refreshes
+      need &= (server_updates % hp.stats_refresh_every == 0) | ~stats_lib.factored(st)
+    st = stats_lib.refresh_factors(st, need)
+    n_gen = jnp.where(all_seen, jnp.clip(b - counts, 0, b), 0)    # label y's first n_gen[y]
+    fake = stats_lib.sample(st, key, b, need=n_gen > 0)
+    overflow = jnp.zeros((), bool)
+    if gen_rows is None:    # M*B rows, masked
+      gx = fake.reshape(m * b, dim)
+      gy = jnp.repeat(jnp.arange(m, dtype=labels.dtype), b)
+      gvalid = (jnp.arange(b)[None, :] < n_gen[:, None]).reshape(-1)
+    else:                   # packed: row r is sample j of label gy, labels in order
+      ends = jnp.cumsum(n_gen)
+      r = jnp.arange(gen_rows)
+      gy = jnp.minimum(jnp.searchsorted(ends, r, side="right"), m - 1).astype(labels.dtype)
+      gx = fake[gy, jnp.clip(r - (ends - n_gen)[gy], 0, b - 1)]
+      gvalid = r < ends[-1]
+      overflow = ends[-1] > gen_rows
+    return st, (gx, gy, gvalid), jnp.sum(n_gen), overflow
+
+  def server_step(state: ServerState, batch, rng):
+    """SERVER_UPDATE (spec §1.5). batch: {"buffer": ActivationBuffer, "global_iter": int} and
+    optionally "gen_rows" (a static int, from `generated_rows`): the generated activations are
+    then packed into that many rows instead of M*B masked ones (the same loss and gradients,
+    less forward/backward work); if more were needed, metrics["gen_overflow"] is set."""
+    buf = batch["buffer"]
+    x = buf.acts.reshape(c * b, dim)
+    y = buf.labels.reshape(-1)
+    valid = buf.row_mask.reshape(-1)
     generated = jnp.zeros((), jnp.int32)
+    overflow = jnp.zeros((), bool)
     st = state.stats
     if hp.generate:
-      weights = jnp.where(mask, jnp.repeat(buf.tags, b), 0.0)
-      st = stats_lib.merge(st, rows, labels, weights, jitter=hp.stats_jitter,
-                           block=hp.stats_block,
-                           rank=hp.stats_rank if hp.stats_covariance == "lowrank" else 0)
-      counts = jnp.sum(jax.nn.one_hot(labels, m, dtype=jnp.int32) * mask[:, None], 0)
-      all_seen = jnp.all(st.seen)
-      # REF builds a sampler for every label with n_y <= B; samples top each label up to B.
-      need = (counts <= b) & all_seen
-      if hp.stats_refresh_every > 1:   # amortised: stale factors between refreshes
-        need &= (state.server_updates % hp.stats_refresh_every == 0) | ~stats_lib.factored(st)
-      st = stats_lib.refresh_factors(st, need)
-      fake = stats_lib.sample(st, jax.random.fold_in(rng, state.server_updates), b)
-      gen_mask = (jnp.arange(b)[None, :] < (b - counts)[:, None]) & all_seen
-      x = jnp.concatenate([rows, fake.reshape(m * b, dim)], 0)
-      y = jnp.concatenate([labels, jnp.repeat(jnp.arange(m, dtype=labels.dtype), b)], 0)
-      valid = jnp.concatenate([mask, gen_mask.reshape(-1)], 0)
-      generated = jnp.sum(gen_mask)
+      gen_rows = None if hp.keep_last_batch else batch.get("gen_rows")
+      st, (gx, gy, gvalid), generated, overflow = generate(
+          st, buf, jax.random.fold_in(rng, state.server_updates), state.server_updates,
+          gen_rows)
+      x = jnp.concatenate([x, gx], 0)
+      y = jnp.concatenate([y, gy], 0)
+      valid = jnp.concatenate([valid, gvalid], 0)
     x = x.reshape((-1,) + tuple(model.activation_shape))
 
     dropout_key = jax.random.fold_in(jax.random.fold_in(rng, state.server_updates), DROPOUT_SALT)
@@ -189,7 +221,8 @@ def build(model, hp: GasHParams) -> Algorithm:
                           server_updates=state.server_updates + 1)
     if hp.keep_last_batch:
       state = state.replace(last_batch=(x, y, valid))
-    return state, dict(server_loss=loss, generated=generated, grad_finite=_finite(grads))
+    return state, dict(server_loss=loss, generated=generated, grad_finite=_finite(grads),
+                       gen_overflow=overflow)
 
   def upload(state: ClientState, slot, agg_weight, aggregate):
     theta = _index(state.slots, slot)
@@ -286,7 +319,7 @@ def build(model, hp: GasHParams) -> Algorithm:
     return jnp.sum(correct * mask), jnp.sum(nll * mask)
 
   return Algorithm(init=init, client_step=client_step, server_step=server_step,
-                   evaluate=evaluate, hparams=hp, cohort_step=cohort_step)
+                   evaluate=evaluate, hparams=hp, cohort_step=cohort_step, generate=generate)
 
 
 def _finite(tree):
@@ -310,6 +343,21 @@ def gradient_dissimilarity(model, phi, theta_glob, last_batch, test_x, test_y):
   sq = [jnp.sum(jnp.square(a - b_)) for a, b_ in zip(jax.tree_util.tree_leaves(g_batch),
                                                        jax.tree_util.tree_leaves(g_true))]
   return jnp.mean(jnp.stack(sq))
+
+
+def generated_rows(hp: GasHParams, labels, row_mask, seen) -> int:
+  """Host side: the packed size for a server update's generated activations (`server_step`'s
+  "gen_rows"), from the buffer's labels [C, B] / row_mask and the labels seen before it:
+  sum_y max(B - n_y, 0) once every label has statistics, rounded up to a multiple of M*B/5
+  (at most 6 sizes, so at most 6 compilations), at most M*B."""
+  m, b = hp.num_classes, hp.batch_size
+  labels, row_mask = np.asarray(labels).reshape(-1), np.asarray(row_mask).reshape(-1)
+  counts = np.bincount(labels[row_mask], minlength=m)[:m]
+  if not np.all(np.asarray(seen) | (counts > 0)):
+    return 0
+  unit = -(-m * b // 5)
+  total = int(np.sum(np.clip(b - counts, 0, b)))
+  return min(-(-total // unit) * unit, m * b)
 
 
 def hparams_from_config(config, num_classes: int, generate: bool) -> GasHParams:

@@ -108,6 +108,18 @@ class GasRunner:
                                    self.step_key)
     self.state = self.state.replace(client=cs, buffer=buf)
 
+  def precompile_server(self) -> None:
+    """Compiles the server update for every packed size of generated rows (`gas.generated_rows`:
+    at most 6) ahead of time, without running it; the runner otherwise compiles each size
+    the first time it occurs."""
+    if not self.algo.hparams.generate:
+      return
+    hp = self.algo.hparams
+    unit = -(-hp.num_classes * hp.batch_size // 5)
+    for rows in sorted({min(k * unit, hp.num_classes * hp.batch_size) for k in range(6)}):
+      self.server_run.lower(self.state.server, self.state.buffer, np.int32(0), self.server_key,
+                            gen_rows=rows).compile()
+
   def run_iteration(self) -> dict:
     sched, clients = self.scheduler, self.ctx.clients
     iteration = sched.global_iters
@@ -134,7 +146,8 @@ class GasRunner:
                                        self.step_key)
         client_out.append((len(arrays), out))
       if group[-1].server_update:
-        ss, sm = self.server_run(ss, buf, np.int32(iteration), self.server_key)
+        ss, sm = self.server_run(ss, buf, np.int32(iteration), self.server_key,
+                                 gen_rows=engine.gen_rows(self.algo, ss, buf))
         server_out.append(sm)
     self.state = gas.GasState(client=cs, server=ss, buffer=buf)
     client_out, server_out = jax.device_get((client_out, server_out))
@@ -149,6 +162,7 @@ class GasRunner:
                  client_gradient=per_event("grad_finite"),
                  server_loss=server_loss,
                  server_gradient=[o["grad_finite"] for o in server_out] or [True])
+    engine.check_gen_rows(server_out)
     generated = [float(o["generated"]) for o in server_out]
     extra = {}
     if self.cfg.grad_dissimilarity.enabled:

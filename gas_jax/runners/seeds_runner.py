@@ -85,8 +85,9 @@ class SeedsGasRunner:
                                 donate_argnums=(0, 1))
       server = engine.server_event(self.algo)
       self.server_run = jax.jit(
-          lambda ss, bufs, s, it, key: server(ss, tree_map(lambda a: a[s], bufs), it, key),
-          donate_argnums=(0,))
+          lambda ss, bufs, s, it, key, rows: server(ss, tree_map(lambda a: a[s], bufs), it, key,
+                                                    rows),
+          donate_argnums=(0,), static_argnums=(5,))
       self.stack = jax.jit(lambda *phis: _stack(phis))
     else:
       self.cohort_size = 1
@@ -145,8 +146,9 @@ class SeedsGasRunner:
         continue
       self.server_updates[s] += 1
       it = np.int32(self.schedulers[s].global_iters - int(ev.aggregate))
+      rows = engine.gen_rows(self.algo, self.servers[s], tree_map(lambda a: a[s], buf))
       self.servers[s], s_out[s] = self.server_run(self.servers[s], buf, np.int32(s), it,
-                                                  self.server_keys[s])
+                                                  self.server_keys[s], rows)
     if any(o is not None for o in s_out):
       self.phi = self.stack(*[ss.server for ss in self.servers])
     return s_out
@@ -185,7 +187,8 @@ class SeedsGasRunner:
         if ev.server_update:
           self.server_updates[s] += 1
           it = np.int32(self.schedulers[s].global_iters - int(ev.aggregate))
-          ss, s_out = self.server_run(ss, buf, it, self.server_keys[s])
+          ss, s_out = self.server_run(ss, buf, it, self.server_keys[s],
+                                      gen_rows=engine.gen_rows(self.algo, ss, buf))
         self.states[s] = gas.GasState(client=cs, server=ss, buffer=buf)
         outs.append((c_out, s_out))
       return events, outs
