@@ -62,7 +62,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.stats.rank = 64               # "lowrank": directions kept per label
   c.stats.refresh_every = 1       # "cholesky": refactorise every N server updates (1 = REF, exact)
   c.stats.jitter = 1e-5           # REF adds jitter*I on every merge; 0 = paper eq. (12)
-  c.stats.block = 16              # rows per label-pure block in the merge
+  c.stats.block = 4               # rows per label-pure block in the merge (factor padding)
 
   # Time model (spec §1.9). ref_constants=True uses REF's hard-coded AlexNet-L2 constants.
   c.time = ml_collections.ConfigDict()
@@ -76,6 +76,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.execution.cohort_size = -1    # -1 fastest for the backend (CPU 1, else 0) | 1 event by event | 0 unbounded | N
   c.execution.devices = 0         # devices of the cohort mesh (0 = all local devices)
   c.execution.vmap_seeds = -1     # with seeds: -1 auto (CPU 0, else 1) | 1 vmapped | 0 a loop
+  c.execution.server_chunk = -1   # server fwd/bwd in N-row chunks: -1 auto (CPU 32) | 0 one pass
   c.checkpoint_every = 10        # global iterations between checkpoints (also on SIGTERM/SIGINT)
   c.checkpoints_to_keep = 2
   c.eval_batch_size = 1000

@@ -132,6 +132,9 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
     _fail("execution.cohort_size", config.execution.cohort_size,
           "-1 (auto), 0 (unbounded), 1 (event by event) or N > 1")
   _choice(config, "execution.vmap_seeds", (-1, 0, 1))
+  if not isinstance(config.execution.server_chunk, int) or config.execution.server_chunk < -1:
+    _fail("execution.server_chunk", config.execution.server_chunk,
+          "-1 (auto), 0 (one pass) or N >= 1 rows per chunk")
   if not isinstance(config.execution.devices, int) or config.execution.devices < 0:
     _fail("execution.devices", config.execution.devices, "0 (all local devices) or N >= 1")
   _positive_int(config, "eval_batch_size")

@@ -5,9 +5,14 @@ import optax
 
 def masked_mean_ce(logits, labels, mask):
   """Mean cross-entropy over the rows where mask is true (padded rows are ignored)."""
+  return masked_sum_ce(logits, labels, mask) / jnp.maximum(jnp.sum(mask.astype(logits.dtype)),
+                                                          1.0)
+
+
+def masked_sum_ce(logits, labels, mask):
+  """Sum of the cross-entropy over the rows where mask is true."""
   ce = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-  mask = mask.astype(ce.dtype)
-  return jnp.sum(ce * mask) / jnp.maximum(jnp.sum(mask), 1.0)
+  return jnp.sum(jnp.where(mask, ce, 0.0))
 
 
 def logit_adjusted_ce(logits, labels, mask, log_prior):

@@ -259,7 +259,7 @@ def init_sqrt(num_labels: int, dim: int, capacity: int, dtype=jnp.float32) -> Sq
 
 def _round_rows(cap: int) -> int:
   """Capacities are rounded up to a multiple of the sampler's row chunk (`_chunk`)."""
-  unit = 256 if cap >= 2048 else 64 if cap >= 512 else 1
+  unit = 256 if cap >= 2048 else 64 if cap >= 256 else 1
   return -(-cap // unit) * unit
 
 

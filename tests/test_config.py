@@ -40,6 +40,7 @@ CASES = [
     ("clients.momentum", "none", "allowed: shared, per_client"),
     ("clients.aggregation", "median", "allowed: uniform, data_size"),
     ("execution.cohort_size", -2, "-1 (auto)"),
+    ("execution.server_chunk", -3, "rows per chunk"),
     ("checkpoint_every", 0, "must be an integer > 0"),
     ("time.compute_max", 1e8, "must be >= time.compute_min"),
     ("stats.covariance", "sparse", "allowed: full, diag, lowrank"),

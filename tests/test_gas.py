@@ -252,3 +252,22 @@ def test_packed_generated_rows_equal_masked_ones(model):
   assert bool(out["gen_overflow"])
   with pytest.raises(RuntimeError, match="gen_rows"):
     engine.check_gen_rows([jax.device_get(out)])
+
+
+@pytest.mark.parametrize("chunk", [4, 5])
+def test_chunked_server_update_equals_one_pass(model, chunk):
+  """execution.server_chunk: the server forward/backward as a scan over row chunks (5 does not
+  divide the 8 + generated rows: padding) gives one pass's loss, parameters and statistics."""
+  one, chunked = _algo(model), _algo(model, server_chunk=chunk)
+  state = one.init(jax.random.key(0))
+  a, b = state.server, state.server
+  for u in range(3):
+    buf = _full_buffer(state, u)
+    a, out_a = jax.jit(one.server_step)(a, dict(buffer=buf, global_iter=0), jax.random.key(u))
+    b, out_b = jax.jit(chunked.server_step)(b, dict(buffer=buf, global_iter=0),
+                                            jax.random.key(u))
+    assert int(out_b["generated"]) == int(out_a["generated"])
+    np.testing.assert_allclose(float(out_b["server_loss"]), float(out_a["server_loss"]),
+                               rtol=1e-5)
+    chex.assert_trees_all_close(b, a, rtol=1e-5, atol=1e-6)
+  assert int(out_a["generated"]) > 0

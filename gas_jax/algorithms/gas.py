@@ -49,6 +49,7 @@ class GasHParams:
   stats_rank: int = 64          # rows kept per label by "lowrank"
   stats_refresh_every: int = 1  # "cholesky": refactorise every N server updates (mean exact)
   keep_last_batch: bool = False   # keep the server's last batch (gradient dissimilarity, Fig. 2a)
+  server_chunk: int = 0         # server forward/backward in chunks of this many rows (0: one pass)
 
 
 @struct.dataclass
@@ -206,14 +207,18 @@ def build(model, hp: GasHParams) -> Algorithm:
     x = x.reshape((-1,) + tuple(model.activation_shape))
 
     dropout_key = jax.random.fold_in(jax.random.fold_in(rng, state.server_updates), DROPOUT_SALT)
+    chunk = hp.server_chunk if not model.stateful else 0
+    if chunk and x.shape[0] > chunk:
+      loss, grads = _chunked_ce_grads(model, state.server, x, y, valid, dropout_key, chunk)
+      phi = state.server
+    else:
+      def loss_fn(p):
+        logits, phi = model.server_train(model.with_trainable(state.server, p), x, dropout_key,
+                                         valid)
+        return losses.masked_mean_ce(logits, y, valid), phi
 
-    def loss_fn(p):
-      logits, phi = model.server_train(model.with_trainable(state.server, p), x, dropout_key,
-                                       valid)
-      return losses.masked_mean_ce(logits, y, valid), phi
-
-    (loss, phi), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        model.trainable(state.server))
+      (loss, phi), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          model.trainable(state.server))
     lr = optim.learning_rate(hp.lr, batch["global_iter"], hp.lr_decay)
     params, server_opt = optim.apply(tx, model.trainable(phi), grads, state.server_opt, lr)
     phi = model.with_trainable(phi, params)
@@ -322,6 +327,39 @@ def build(model, hp: GasHParams) -> Algorithm:
                    evaluate=evaluate, hparams=hp, cohort_step=cohort_step, generate=generate)
 
 
+def _chunked_ce_grads(model, phi, x, y, valid, key, chunk: int):
+  """The masked mean CE over all rows and its gradient, computed as a `lax.scan` over chunks
+  of `chunk` rows (sums of per-chunk CE and gradients over the number of valid rows): the
+  same numbers as one pass for models without batch statistics, with each chunk's im2col
+  buffers small enough for the CPU's caches (AlexNet L2's server update ~20 % faster with
+  32-row chunks). Dropout draws chunk i's mask from fold_in(key, i)."""
+  n = x.shape[0]
+  k = -(-n // chunk)
+  pad = k * chunk - n
+  if pad:
+    x = jnp.concatenate([x, jnp.zeros((pad,) + x.shape[1:], x.dtype)], 0)
+    y = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)], 0)
+    valid = jnp.concatenate([valid, jnp.zeros((pad,), bool)], 0)
+  params = model.trainable(phi)
+
+  def ce_sum(p, xc, yc, vc, i):
+    logits, _ = model.server_train(model.with_trainable(phi, p), xc, jax.random.fold_in(key, i),
+                                   vc)
+    return losses.masked_sum_ce(logits, yc, vc)
+
+  def body(acc, xs):
+    xc, yc, vc, i = xs
+    total, g = jax.value_and_grad(ce_sum)(params, xc, yc, vc, i)
+    return tree_map(jnp.add, acc, (total, g)), None
+
+  init = (jnp.zeros((), jnp.float32), tree_map(jnp.zeros_like, params))
+  (total, grads), _ = jax.lax.scan(body, init, (
+      x.reshape((k, chunk) + x.shape[1:]), y.reshape(k, chunk), valid.reshape(k, chunk),
+      jnp.arange(k)))
+  count = jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
+  return total / count, tree_map(lambda g: g / count, grads)
+
+
 def _finite(tree):
   return jnp.all(jnp.array([jnp.all(jnp.isfinite(g)) for g in jax.tree_util.tree_leaves(tree)]))
 
@@ -371,4 +409,14 @@ def hparams_from_config(config, num_classes: int, generate: bool) -> GasHParams:
       stats_jitter=config.stats.jitter, stats_block=config.stats.block,
       stats_method=config.stats.method, stats_covariance=config.stats.covariance,
       stats_rank=config.stats.rank, stats_refresh_every=config.stats.refresh_every,
-      keep_last_batch=bool(config.grad_dissimilarity.enabled))
+      keep_last_batch=bool(config.grad_dissimilarity.enabled),
+      server_chunk=server_chunk(config))
+
+
+def server_chunk(config) -> int:
+  """execution.server_chunk: -1 = the backend's best (32 rows on the CPU, where smaller im2col
+  buffers stay in cache; one pass on accelerators), 0 = one pass, N = chunks of N rows."""
+  n = config.execution.server_chunk
+  if n < 0:
+    return 32 if jax.default_backend() == "cpu" else 0
+  return n

@@ -43,10 +43,11 @@ def conv_impl() -> str:
   """The convolution used by `Conv`: "im2col" on the CPU, XLA's native one elsewhere.
 
   On the CPU, XLA's native convolution reaches well under half of the machine's matmul rate
-  for this library's small images (about 80 of 190 GFLOP/s for a 3x3 64->128 layer on 4x4 or
-  8x8 maps, measured by launch/benchmark_conv.py), while the same layer written as shifted
-  slices concatenated along channels and one matmul runs at the matmul rate; on GPUs/TPUs the
-  native convolution is the fast one.
+  on this library's small images (about 80 of 190-200 GFLOP/s for 3x3 layers on 4x4-8x8
+  maps); written as shifted slices concatenated along channels and one matmul, the digits job's
+  client step and server update ran about 25 % faster (`launch/benchmark_conv.py` per layer,
+  `launch/benchmark.py` end to end; docs/benchmarks.md). On GPUs/TPUs the native convolution
+  is the fast one.
   """
   return "im2col" if jax.default_backend() == "cpu" else "xla"
 
