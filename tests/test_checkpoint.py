@@ -91,6 +91,7 @@ def _rows_or_empty(workdir):
     return []
 
 
+@pytest.mark.slow   # ~30 s; keeps the default suite near 9 minutes
 def test_corrupted_newest_checkpoint_falls_back(reference, tmp_path):
   workdir = str(tmp_path / "corrupt")
   first = _run(workdir, "--config.num_global_iters=3")

@@ -127,6 +127,7 @@ def test_four_devices_equal_one(tmp_path):
   _assert_same_run(*outs)
 
 
+@pytest.mark.slow   # ~30 s; keeps the default suite near 9 minutes
 def test_cohort_sizes_are_compiled_before_training():
   """GasRunner.precompile compiles one program per bucketed cohort size (C=10: 1, 2, 4, 8, 16)
   up front, changing no state; training then compiles nothing new."""
