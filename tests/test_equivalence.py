@@ -46,7 +46,7 @@ def _params(workdir):
                                     tree["server"]["server"]))
 
 
-def _assert_same_run(a, b):
+def _assert_same_run(a, b, rtol=1e-5):
   ra, rb = _columns(a), _columns(b)
   assert [r["test_accuracy"] for r in ra] == [r["test_accuracy"] for r in rb]
   for key in ("test_loss", "client_loss", "server_loss"):
@@ -56,8 +56,8 @@ def _assert_same_run(a, b):
   for x, y in zip(_params(a), _params(b)):
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if x.dtype.kind == "f":
-      # relative difference of each parameter tensor (norm-wise) within 1e-5
-      assert np.linalg.norm(x - y) <= 1e-5 * max(np.linalg.norm(y), 1e-30), (
+      # relative difference of each parameter tensor (norm-wise) within rtol (1e-5)
+      assert np.linalg.norm(x - y) <= rtol * max(np.linalg.norm(y), 1e-30), (
           np.linalg.norm(x - y) / np.linalg.norm(y))
     else:
       np.testing.assert_array_equal(x, y)
