@@ -393,9 +393,15 @@ def generated_rows(hp: GasHParams, labels, row_mask, seen) -> int:
   counts = np.bincount(labels[row_mask], minlength=m)[:m]
   if not np.all(np.asarray(seen) | (counts > 0)):
     return 0
-  unit = -(-m * b // 5)
   total = int(np.sum(np.clip(b - counts, 0, b)))
-  return min(-(-total // unit) * unit, m * b)
+  return next(size for size in generated_row_sizes(hp) if size >= total)
+
+
+def generated_row_sizes(hp: GasHParams) -> list:
+  """Every packed size `generated_rows` can return: multiples of ceil(M*B/5) up to M*B."""
+  m, b = hp.num_classes, hp.batch_size
+  unit = -(-m * b // 5)
+  return sorted({min(k * unit, m * b) for k in range(6)})
 
 
 def hparams_from_config(config, num_classes: int, generate: bool) -> GasHParams:

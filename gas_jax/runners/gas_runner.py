@@ -114,9 +114,7 @@ class GasRunner:
     the first time it occurs."""
     if not self.algo.hparams.generate:
       return
-    hp = self.algo.hparams
-    unit = -(-hp.num_classes * hp.batch_size // 5)
-    for rows in sorted({min(k * unit, hp.num_classes * hp.batch_size) for k in range(6)}):
+    for rows in gas.generated_row_sizes(self.algo.hparams):
       self.server_run.lower(self.state.server, self.state.buffer, np.int32(0), self.server_key,
                             gen_rows=rows).compile()
 
