@@ -10,7 +10,9 @@ per client step the client forward and backward plus the server forward and its 
 pass; per server update the server forward and backward over the real and generated rows),
 wall_s_per_global_iter (after warm-up), server_update_peak_fraction, cohort_peak_fraction
 (client steps), generation_fraction (share of wall time in statistics, factorisation and sampling:
-the server update's `generate` timed alone), generation_total_fraction (the server update with
+the server update's `generate` timed alone, the factor's occasional compressions amortised over
+their period, see `generation_seconds`; the wall time's short window usually holds none of them,
+so this share is on the high side), generation_total_fraction (the server update with
 generation minus without it, so also the forward/backward over the generated rows), stats_bytes.
 """
 import json
@@ -32,24 +34,12 @@ from gas_jax import stats as stats_lib  # noqa: E402
 from gas_jax import train  # noqa: E402
 from gas_jax.data import real, sources  # noqa: E402
 from gas_jax.registry import ALGORITHMS  # noqa: E402
+from timing import matmul_peak_gflops  # noqa: E402  (launch/timing.py)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.")
 _OUT = flags.DEFINE_string("out", None, "Output JSON file.")
 _ITERS = flags.DEFINE_integer("iters", 3, "Timed global iterations (after one warm-up).")
 _SYNTH_TRAIN = flags.DEFINE_integer("synthetic_train", 5000, "Synthetic train-set size.")
-
-
-def matmul_peak_gflops() -> float:
-  n = 4096 if jax.default_backend() != "cpu" else 2048
-  a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
-  f = jax.jit(lambda a, b: jnp.matmul(a, b, precision=jax.lax.Precision.HIGHEST))
-  f(a, a).block_until_ready()
-  best = float("inf")
-  for _ in range(5):
-    t = time.perf_counter()
-    f(a, a).block_until_ready()
-    best = min(best, time.perf_counter() - t)
-  return 2 * n ** 3 / best / 1e9
 
 
 class Timed:
@@ -102,30 +92,59 @@ def measure(config, iters):
   return ctx, synthetic, runner, infos, wall, client_run, server_run
 
 
-def generation_seconds(runner, min_calls: int = 10, max_calls: int = 400) -> float:
+def generation_seconds(runner, min_calls: int = 10, max_calls: int = 1000) -> dict:
   """Wall seconds per server update spent in statistics, factorisation and sampling: the
-  algorithm's `generate` (merge, refresh, sample, packing) alone, on the run's state and last
-  buffer, repeated until every label in the buffer has had its square-root factor compressed
-  at least once (so the occasional compression is amortised as in a run)."""
+  algorithm's `generate` (merge, refresh, sample, packing) alone, on the run's state and its
+  last buffer, merged again and again.
+
+  With the square-root factor a call either only merges and samples (t_plain) or also
+  compresses one label's factor (t_plain + t_compress). A label's first compression (a QR of
+  its whole factor) happens once per run; every later one eliminates only the rows merged
+  since (`linalg.tpqr_r`) and comes every floor((capacity - rows after a compression) / r_y)
+  calls, r_y being the rows the buffer appends to label y per call. The steady-state cost per
+  server update is therefore t_plain + t_compress * sum_y 1 / period_y, with t_plain the
+  median call without a compression and t_compress the median extra time of a later
+  compression, all measured here. (Averaging the calls of a window that ends when every label
+  has been compressed once, as at stop 10, over-counts compressions: every label is counted
+  at least once however short the window.)"""
   algo, ss, buf = runner.algo, runner.state.server, runner.state.buffer
   rows = engine.gen_rows(algo, ss, buf)
   fn = jax.jit(lambda st, buf, key, u: algo.generate(st, buf, key, u, rows), donate_argnums=0)
   st = jax.tree_util.tree_map(jnp.copy, ss.stats)
   st = jax.block_until_ready(fn(st, buf, jax.random.key(0), ss.server_updates)[0])  # compile
-  labels = np.asarray(buf.labels)[np.asarray(buf.row_mask)]
-  todo = np.zeros(st.num_labels, bool)
-  todo[labels] = isinstance(st, stats_lib.SqrtStats)
-  total, calls = 0.0, 0
-  while calls < min_calls or (todo.any() and calls < max_calls):
-    before = np.asarray(st.used) if todo.any() else None
+  sqrt = isinstance(st, stats_lib.SqrtStats)
+  plain, later, appended, after = [], [], {}, {}
+  for calls in range(max_calls):
+    used, done = (np.asarray(st.used), np.asarray(st.compressed)) if sqrt else (None, None)
     t = time.perf_counter()
     st, *out = fn(st, buf, jax.random.key(calls + 1), ss.server_updates + calls)
     jax.block_until_ready((st, out))
-    total += time.perf_counter() - t
-    calls += 1
-    if before is not None:
-      todo &= ~(np.asarray(st.used) < before)
-  return total / calls
+    dt = time.perf_counter() - t
+    if not sqrt:
+      plain.append(dt)
+      if len(plain) >= min_calls:
+        return dict(generation_s=float(np.mean(plain)))
+      continue
+    new = np.asarray(st.used)
+    shrunk = new < used
+    for y in np.flatnonzero(new > used):
+      appended[y] = int(new[y] - used[y])
+    if not shrunk.any():
+      plain.append(dt)
+    elif shrunk.sum() == 1 and done[shrunk].all():
+      later.append(dt)
+      y = int(np.flatnonzero(shrunk)[0])
+      after[y] = int(new[y]) - appended.get(y, 0)
+    if len(plain) >= min_calls and len(later) >= 3 and appended:
+      break
+  t_plain = float(np.median(plain))
+  if not later:                  # no compression within max_calls: none in this window either
+    return dict(generation_s=t_plain, generation_plain_s=t_plain)
+  t_compress = float(np.median(later)) - t_plain
+  cap, floor_rows = st.rows.shape[1], (max(after.values()) if after else st.dim)
+  rate = sum(1.0 / max((cap - floor_rows) // r, 1) for r in appended.values())
+  return dict(generation_s=t_plain + t_compress * rate, generation_plain_s=t_plain,
+              compression_s=t_compress, compressions_per_update=rate)
 
 
 def main(argv):
@@ -148,8 +167,10 @@ def main(argv):
   # Generation cost: statistics + sampling alone; and, all included (also the forward/backward
   # over the generated rows), the server update with generation off (same schedule).
   gen_fraction = gen_total_fraction = None
+  gen_parts = {}
   if config.generate and config.algorithm == "gas":
-    gen_fraction = generation_seconds(runner) * updates_per_iter / wall
+    gen_parts = generation_seconds(runner)
+    gen_fraction = gen_parts["generation_s"] * updates_per_iter / wall
     nogen = config.copy_and_resolve_references()
     nogen.generate = False
     _, _, _, _, _, _, srun0 = measure(nogen, 1)
@@ -168,7 +189,7 @@ def main(argv):
       server_update_peak_fraction=server_update_flops / t_server / (peak * 1e9),
       cohort_peak_fraction=client_step_flops / t_client / (peak * 1e9),
       generation_fraction=gen_fraction, generation_total_fraction=gen_total_fraction,
-      generated_per_update=gen,
+      generated_per_update=gen, **gen_parts,
       stats_method=config.stats.method, stats_bytes=stats_lib.nbytes(stats),
       date=time.strftime("%Y-%m-%d"))
   text = json.dumps(out, indent=2)

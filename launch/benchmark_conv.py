@@ -20,6 +20,7 @@ from absl import app, flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gas_jax.models import layers  # noqa: E402
+from timing import best_seconds, matmul_peak_gflops  # noqa: E402  (launch/timing.py)
 
 _OUT = flags.DEFINE_string("out", None, "Output JSON file.")
 
@@ -33,21 +34,9 @@ SHAPES = (   # (name, batch, spatial, cin, cout)
 )
 
 
-def _best(fn, *args, reps=5):
-  jax.block_until_ready(fn(*args))
-  best = float("inf")
-  for _ in range(reps):
-    t = time.perf_counter()
-    jax.block_until_ready(fn(*args))
-    best = min(best, time.perf_counter() - t)
-  return best
-
-
 def main(argv):
   del argv
-  n = 2048 if jax.default_backend() == "cpu" else 4096
-  a = jax.random.normal(jax.random.key(0), (n, n))
-  peak = 2 * n ** 3 / _best(jax.jit(jnp.matmul), a, a) / 1e9
+  peak = matmul_peak_gflops()
   rows = []
   for name, b, hw, cin, cout in SHAPES:
     x = jax.random.normal(jax.random.key(1), (b, hw, hw, cin))
@@ -57,7 +46,7 @@ def main(argv):
     for impl in ("xla", "im2col"):
       step = jax.jit(jax.grad(lambda x, k, impl=impl: jnp.sum(jnp.square(
           layers.conv2d(x, k, impl=impl))), argnums=(0, 1)))
-      t = _best(step, x, k)
+      t = best_seconds(step, x, k)
       row[f"{impl}_ms"] = t * 1e3
       row[f"{impl}_peak_fraction"] = flops / t / (peak * 1e9)
     rows.append(row)

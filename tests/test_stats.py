@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gas_jax import stats
+from gas_jax import sqrt_stats, stats
 
 M = 5          # labels; label 3 only has weight-0 rows, label 4 has no rows at all
 D = 4
@@ -134,6 +134,36 @@ def test_merge_many_small_batches_equals_numpy(method, seed):
   _check_against_numpy(st, x, labels, w)
   if method == "sqrt":
     assert compressions > 0       # the QR compression path was exercised
+
+
+@pytest.mark.parametrize("tpqr", [True, False])
+def test_repeated_compressions_equal_numpy(tpqr, monkeypatch):
+  """Labels compressed several times. With `tpqr` (the path for D >= TPQR_MIN_DIM, forced here
+  for D=4) the second and later compressions eliminate only the rows merged since against the
+  previous R (`linalg.tpqr_r`); without, each is a QR of the whole factor. Either way the
+  covariance stays exact and the first D rows of a compressed label stay upper triangular."""
+  monkeypatch.setattr(sqrt_stats, "TPQR_MIN_DIM", 1 if tpqr else 10 ** 9)
+  merge = jax.jit(lambda st, x, y, w: stats.merge(st, x, y, w, jitter=0.0, block=4))  # fresh cache
+  xs, ls, ws = zip(*[_rows(seed) for seed in (0, 1, 2, 3)])
+  x, labels, w = np.concatenate(xs), np.concatenate(ls), np.concatenate(ws)
+  rng = np.random.default_rng(4)
+  st = _init("sqrt", block=4)
+  per_label, i = np.zeros(M, int), 0
+  while i < len(labels):
+    take = np.arange(i, min(i + int(rng.integers(1, 4)), len(labels)))
+    i += len(take)
+    pad = N - len(take)             # padded to N rows with weight-0 junk, as `_merge` does
+    px = np.concatenate([x[take], np.full((pad, D), 1e3)])
+    pl = np.concatenate([labels[take], np.zeros(pad, int)])
+    pw = np.concatenate([w[take], np.zeros(pad)])
+    new = merge(st, jnp.asarray(px, jnp.float32), jnp.asarray(pl, jnp.int32),
+                jnp.asarray(pw, jnp.float32))
+    assert not np.any(np.tril(np.asarray(new.rows)[np.asarray(new.compressed)][:, :D], -1))
+    per_label += np.asarray(new.used) < np.asarray(st.used)
+    st = new
+  assert per_label.max() >= 2, per_label              # a label's later compression ran
+  chex.assert_trees_all_equal(np.asarray(st.compressed), per_label > 0)
+  _check_against_numpy(st, x, labels, w)
 
 
 @pytest.mark.parametrize("method, block", [

@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gas_jax import stats
+from gas_jax import sqrt_stats, stats
 
 M, D = 4, 6
 
@@ -30,10 +30,10 @@ def _stats(cap, merges=3, seed=0):
 
 def test_capacity_is_a_multiple_of_the_chunk():
   assert stats.sqrt_capacity(1024, 320, 10, 16) == 2560       # 2*1024 + 496, rounded to 256
-  assert stats._chunk(2560) == 256
+  assert sqrt_stats._chunk(2560) == 256
   assert stats.lowrank_capacity(64, 4096, 320, 10, 16) == 576  # 64 + 496, rounded to 64
-  assert stats._chunk(576) == 64
-  assert stats._chunk(40) == 8 and stats._chunk(18) == 2
+  assert sqrt_stats._chunk(576) == 64
+  assert sqrt_stats._chunk(40) == 8 and sqrt_stats._chunk(18) == 2
 
 
 @pytest.mark.parametrize("cap", [40, 48, 64])
