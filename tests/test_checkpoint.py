@@ -109,6 +109,7 @@ def test_corrupted_newest_checkpoint_falls_back(reference, tmp_path):
   assert _rows(workdir) == _rows(reference)
 
 
+@pytest.mark.slow   # ~27 s; keeps the default suite near 10 minutes (SIGKILL + resume stays)
 def test_sigterm_checkpoints_and_exits(reference, tmp_path):
   workdir = str(tmp_path / "term")
   proc = subprocess.Popen(_cmd(workdir), cwd=ROOT, stdout=subprocess.DEVNULL,
