@@ -127,7 +127,7 @@ def make_room(stats, labels: jax.Array, w: jax.Array, *, block: int = 16, rank: 
         g, e_bar = _truncate(g, rank)
         jit = jit.at[y].add(e_bar / old_w[y])
       else:
-        g = jnp.zeros_like(g).at[:cap].set(jnp.linalg.qr(g, mode="r"))
+        g = jnp.linalg.qr(g, mode="r")            # cap <= D rows: R has G's shape
       rows = jax.lax.dynamic_update_index_in_dim(rows, g, y, 0)
     else:
       # Exact: R into the first D rows, the rest zeroed (slices of `rows`, updated in place).
