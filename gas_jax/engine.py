@@ -8,14 +8,16 @@ the algorithm's pure `client_step` whose activation lands in the activation buff
 position the scheduler assigned; the server update is a second jitted call, so the large
 server-side state (Gaussian statistics) never travels through client steps.
 """
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gas_jax import stats as stats_lib
 from gas_jax.algorithms import gas
+from gas_jax.models import layers
 
 
 def segments(events: Sequence) -> List[List]:
@@ -123,6 +125,10 @@ def cohort_event(algo, mesh=None, augment=None):
   """
 
   def run(cstate, buffer, server_params, data, ev, rng):
+    with layers.conv_scope(layers.cohort_conv_impl()):
+      return body(cstate, buffer, server_params, data, ev, rng)
+
+  def body(cstate, buffer, server_params, data, ev, rng):
     batch = dict(ev)
     batch["x"] = data["x"][ev["idx"]]
     if augment is not None:
@@ -167,33 +173,76 @@ def event_arrays(ev, idx, mask, tag: float, agg_weight: float, event_id: int) ->
 
 
 def server_event(algo):
-  """The unjitted server update: (server_state, buffer, global_iter, rng, gen_rows=None) ->
-  (state, metrics); gen_rows (static) packs the generated activations (`gen_rows`)."""
+  """The unjitted server update: (server_state, buffer, global_iter, rng, gen_rows=None,
+  room_made=False) -> (state, metrics); gen_rows (static) packs the generated activations
+  (`plan_server_update`), room_made (static): the statistics' compressions ran beforehand."""
 
-  def run(sstate, buffer, global_iter, rng, gen_rows=None):
+  def run(sstate, buffer, global_iter, rng, gen_rows=None, room_made=False):
     batch = dict(buffer=buffer, global_iter=global_iter)
     if gen_rows is not None:
       batch["gen_rows"] = gen_rows
+    if room_made:
+      batch["room_made"] = True
     return algo.server_step(sstate, batch, rng)
 
   return run
 
 
-def gen_rows(algo, sstate, buffer) -> Optional[int]:
-  """The static packed size of the next server update's generated rows (None without
-  generation), from the buffer's labels and the labels seen so far (a small device read)."""
+def plan_server_update(algo, sstate, buffer) -> Tuple[Optional[int], List[int]]:
+  """Host side, before a server update: (gen_rows, labels to compress). gen_rows is the static
+  packed size of its generated rows (None without generation); the labels are those whose
+  square-root factor has no room for the update's merge (`stats.overflowing`), to be
+  compressed by `algo.compress` first. One small device read (labels, masks, tags, and the
+  statistics' seen flags and rows in use)."""
   hp = algo.hparams
   if not getattr(hp, "generate", False):
-    return None
-  labels, mask, seen = jax.device_get((buffer.labels, buffer.row_mask, sstate.stats.seen))
-  return gas.generated_rows(hp, labels, mask, seen)
+    return None, []
+  st = sstate.stats
+  sqrt = isinstance(st, stats_lib.SqrtStats)
+  labels, mask, tags, seen, used = jax.device_get(
+      (buffer.labels, buffer.row_mask, buffer.tags, st.seen, st.used if sqrt else None))
+  rows = gas.generated_rows(hp, labels, mask, seen)
+  if not sqrt:
+    return rows, []
+  w = np.where(mask, np.asarray(tags)[:, None], 0.0).reshape(-1)
+  full = stats_lib.overflowing(np.asarray(used), np.asarray(seen), np.asarray(labels).reshape(-1),
+                               w, hp.stats_block, st.rows.shape[1], xp=np)
+  return rows, [int(y) for y in np.flatnonzero(full)]
+
+
+def gen_rows(algo, sstate, buffer) -> Optional[int]:
+  """The static packed size of the next server update's generated rows (`plan_server_update`)."""
+  return plan_server_update(algo, sstate, buffer)[0]
+
+
+def make_room(algo, compress_run, sstate, buffer) -> Tuple[object, Optional[int]]:
+  """`plan_server_update`, then `compress_run` (jitted `algo.compress`) for each full label.
+  Returns (server_state, gen_rows) for a `server_run(..., gen_rows=gen_rows, room_made=True)`."""
+  rows, full = plan_server_update(algo, sstate, buffer)
+  for y in full:
+    sstate = compress_run(sstate, np.int32(y))
+  return sstate, rows
+
+
+def run_server_update(algo, server_run, compress_run, sstate, buffer, *args):
+  """A server update as the runners run it: `make_room`, then `server_run(sstate, buffer,
+  *args)` with the packed size and room_made. Returns (server_state, metrics)."""
+  sstate, rows = make_room(algo, compress_run, sstate, buffer)
+  return server_run(sstate, buffer, *args, gen_rows=rows, room_made=True)
 
 
 def check_gen_rows(server_outputs) -> None:
-  """Raises if a server update needed more generated rows than `gen_rows` packed (a host/device
-  disagreement; the update would have dropped samples)."""
-  if any(bool(o.get("gen_overflow", False)) for o in server_outputs if o is not None):
-    raise RuntimeError("a server update needed more generated activations than gen_rows packed")
+  """Raises if a server update needed more generated rows than `gen_rows` packed, or a label's
+  factor had no room for its merge (host/device disagreements that would drop rows)."""
+  for o in server_outputs:
+    if o is None:
+      continue
+    if bool(o.get("gen_overflow", False)):
+      raise RuntimeError("a server update needed more generated activations than gen_rows "
+                         "packed")
+    if bool(o.get("stats_overflow", False)):
+      raise RuntimeError("a server update's merge found a label's statistics factor full: "
+                         "engine.plan_server_update and the device disagree")
 
 
 def padding_events(batch_size: int, length: int) -> Dict:
@@ -211,4 +260,17 @@ def padding_events(batch_size: int, length: int) -> Dict:
 def make_server_runner(algo, max_traces: Optional[int] = None):
   """jit(server_event)."""
   return jax.jit(_maybe_count_traces(server_event(algo), max_traces), donate_argnums=(0,),
-                 static_argnames=("gen_rows",))
+                 static_argnames=("gen_rows", "room_made"))
+
+
+def make_compress_runner(algo):
+  """jit(algo.compress), the server state donated (the factor is updated in place)."""
+  return jax.jit(algo.compress, donate_argnums=(0,))
+
+
+def precompile_compress(algo, compress_run, sstate) -> None:
+  """Compiles `compress_run` ahead of time when the run has a square-root factor to compress
+  (else it would compile at the first compression, inside a timed global iteration)."""
+  if getattr(algo.hparams, "generate", False) and isinstance(sstate.stats,
+                                                               stats_lib.SqrtStats):
+    compress_run.lower(sstate, np.int32(0)).compile()

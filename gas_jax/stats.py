@@ -36,8 +36,9 @@ import jax.numpy as jnp
 from flax import struct
 
 # The square-root factor's public names are re-exported: `stats` is the one entry point.
-from gas_jax.sqrt_stats import (SqrtStats, init_sqrt, lowrank_capacity,  # noqa: F401
-                                make_room, merge_sqrt, sample_sqrt, sampler_impl, sqrt_capacity)
+from gas_jax.sqrt_stats import (SqrtStats, compress_label, init_sqrt,  # noqa: F401
+                                lowrank_capacity, make_room, merge_sqrt, overflowing,
+                                sample_sqrt, sampler_impl, sqrt_capacity)
 from gas_jax.stats_merge import PerLabel, label_blocks, merge_rows  # noqa: F401
 
 REF_JITTER = 1e-5

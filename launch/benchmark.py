@@ -5,23 +5,25 @@ and this machine's measured fp32 matmul peak (one run, so the ratios are compara
     python launch/benchmark.py --config=configs/cifar10.py --out=/tmp/bench.json --iters=2
 
 With the dataset absent it uses synthetic inputs of the dataset's shapes. Writes JSON with:
-device, matmul_peak_gflops, flops_per_global_iter (necessary arithmetic counted from the model:
+device, matmul_peak_gflops (the median of the fp32 matmul rates measured at the start and
+before every timed iteration, their range in matmul_peak_gflops_range: on a shared VM the rate
+drifts by several per cent within minutes), flops_per_global_iter (necessary arithmetic counted from the model:
 per client step the client forward and backward plus the server forward and its input-gradient
 pass; per server update the server forward and backward over the real and generated rows),
-wall_s_per_global_iter (after warm-up), server_update_peak_fraction, cohort_peak_fraction
+wall_s_per_global_iter (after warm-up), server_update_peak_fraction (the server update call:
+merge, sampling, forward/backward and optimiser; a factor compression is a call of its own,
+counted in the generation), cohort_peak_fraction
 (client steps), generation_fraction (share of wall time in statistics, factorisation and sampling:
 the server update's `generate` timed alone, the factor's occasional compressions amortised over
 their period, see `generation_seconds`; the wall time's short window usually holds none of them,
 so this share is on the high side), generation_total_fraction (the server update with
 generation minus without it, so also the forward/backward over the generated rows), stats_bytes.
 """
-import json
 import os
 import sys
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 from ml_collections import config_flags
@@ -29,11 +31,9 @@ from ml_collections import config_flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from gas_jax import config as config_lib  # noqa: E402
-from gas_jax import engine  # noqa: E402
 from gas_jax import stats as stats_lib  # noqa: E402
-from gas_jax import train  # noqa: E402
-from gas_jax.data import real, sources  # noqa: E402
 from gas_jax.registry import ALGORITHMS  # noqa: E402
+from bench_run import Timed, build, generation_seconds, write_json  # noqa: E402  (launch/)
 from timing import matmul_peak_gflops  # noqa: E402  (launch/timing.py)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.")
@@ -42,117 +42,45 @@ _ITERS = flags.DEFINE_integer("iters", 3, "Timed global iterations (after one wa
 _SYNTH_TRAIN = flags.DEFINE_integer("synthetic_train", 5000, "Synthetic train-set size.")
 
 
-class Timed:
-  """Wraps a jitted callable: blocks on its result and accumulates wall time per call."""
-
-  def __init__(self, fn):
-    self.fn, self.total, self.calls = fn, 0.0, 0
-
-  def __call__(self, *args, **kwargs):
-    t = time.perf_counter()
-    out = jax.block_until_ready(self.fn(*args, **kwargs))
-    self.total += time.perf_counter() - t
-    self.calls += 1
-    return out
-
-
-def build(config):
-  try:
-    return train.build_context(config), False
-  except (FileNotFoundError, ValueError):
-    spec = real.SPECS.get(config.data.name)
-    shape, classes = (spec.shape, spec.num_classes) if spec else ((8, 8, 1), 10)
-    ds = sources.synthetic_dataset(shape, classes, _SYNTH_TRAIN.value, 500, seed=0)
-    orig = sources.load_dataset
-    sources.load_dataset = lambda name, data_dir: ds
-    try:
-      return train.build_context(config), True
-    finally:
-      sources.load_dataset = orig
-
-
-def measure(config, iters):
-  ctx, synthetic = build(config)
+def measure(config, iters, peaks=None):
+  """Runs the config: one warm-up iteration, `iters` timed ones (wall), then `iters` more with
+  every device call blocked and timed. With a list `peaks`, the matmul peak is measured again
+  before every timed iteration and appended to it (the machine's rate drifts; ratios are taken
+  against the peaks measured alongside)."""
+  ctx, synthetic = build(config, _SYNTH_TRAIN.value)
   runner = ALGORITHMS.get(config.algorithm)(ctx)
   if hasattr(runner, "precompile_server"):
     runner.precompile_server()                   # every packed size of generated rows
   runner.run_iteration()                         # warm-up: compilation
-  t = time.perf_counter()
-  infos = [runner.run_iteration() for _ in range(iters)]
-  jax.block_until_ready(runner.state)
-  wall = (time.perf_counter() - t) / iters
+  infos, wall = [], 0.0
+  for _ in range(iters):
+    if peaks is not None:
+      peaks.append(matmul_peak_gflops())
+    t = time.perf_counter()
+    infos.append(runner.run_iteration())
+    jax.block_until_ready(runner.state)
+    wall += (time.perf_counter() - t) / iters
   # Per-call times, blocking after each call (no overlap of host and device work).
   runner.client_run = client_run = Timed(runner.client_run)
   runner.cohort_run = cohort_run = Timed(runner.cohort_run)
   runner.server_run = server_run = Timed(runner.server_run)
   steps0 = runner.client_steps
-  infos += [runner.run_iteration() for _ in range(iters)]
+  for _ in range(iters):
+    if peaks is not None:
+      peaks.append(matmul_peak_gflops())
+    infos.append(runner.run_iteration())
   client_run.total += cohort_run.total
   client_run.calls = runner.client_steps - steps0      # client steps, whatever the grouping
   return ctx, synthetic, runner, infos, wall, client_run, server_run
-
-
-def generation_seconds(runner, min_calls: int = 10, max_calls: int = 1000) -> dict:
-  """Wall seconds per server update spent in statistics, factorisation and sampling: the
-  algorithm's `generate` (merge, refresh, sample, packing) alone, on the run's state and its
-  last buffer, merged again and again.
-
-  With the square-root factor a call either only merges and samples (t_plain) or also
-  compresses one label's factor (t_plain + t_compress). A label's first compression (a QR of
-  its whole factor) happens once per run; every later one eliminates only the rows merged
-  since (`linalg.tpqr_r`) and comes every floor((capacity - rows after a compression) / r_y)
-  calls, r_y being the rows the buffer appends to label y per call. The steady-state cost per
-  server update is therefore t_plain + t_compress * sum_y 1 / period_y, with t_plain the
-  median call without a compression and t_compress the median extra time of a later
-  compression, all measured here. (Averaging the calls of a window that ends when every label
-  has been compressed once, as at stop 10, over-counts compressions: every label is counted
-  at least once however short the window.)"""
-  algo, ss, buf = runner.algo, runner.state.server, runner.state.buffer
-  rows = engine.gen_rows(algo, ss, buf)
-  fn = jax.jit(lambda st, buf, key, u: algo.generate(st, buf, key, u, rows), donate_argnums=0)
-  st = jax.tree_util.tree_map(jnp.copy, ss.stats)
-  st = jax.block_until_ready(fn(st, buf, jax.random.key(0), ss.server_updates)[0])  # compile
-  sqrt = isinstance(st, stats_lib.SqrtStats)
-  plain, later, appended, after = [], [], {}, {}
-  for calls in range(max_calls):
-    used, done = (np.asarray(st.used), np.asarray(st.compressed)) if sqrt else (None, None)
-    t = time.perf_counter()
-    st, *out = fn(st, buf, jax.random.key(calls + 1), ss.server_updates + calls)
-    jax.block_until_ready((st, out))
-    dt = time.perf_counter() - t
-    if not sqrt:
-      plain.append(dt)
-      if len(plain) >= min_calls:
-        return dict(generation_s=float(np.mean(plain)))
-      continue
-    new = np.asarray(st.used)
-    shrunk = new < used
-    for y in np.flatnonzero(new > used):
-      appended[y] = int(new[y] - used[y])
-    if not shrunk.any():
-      plain.append(dt)
-    elif shrunk.sum() == 1 and done[shrunk].all():
-      later.append(dt)
-      y = int(np.flatnonzero(shrunk)[0])
-      after[y] = int(new[y]) - appended.get(y, 0)
-    if len(plain) >= min_calls and len(later) >= 3 and appended:
-      break
-  t_plain = float(np.median(plain))
-  if not later:                  # no compression within max_calls: none in this window either
-    return dict(generation_s=t_plain, generation_plain_s=t_plain)
-  t_compress = float(np.median(later)) - t_plain
-  cap, floor_rows = st.rows.shape[1], (max(after.values()) if after else st.dim)
-  rate = sum(1.0 / max((cap - floor_rows) // r, 1) for r in appended.values())
-  return dict(generation_s=t_plain + t_compress * rate, generation_plain_s=t_plain,
-              compression_s=t_compress, compressions_per_update=rate)
 
 
 def main(argv):
   del argv
   config = _CONFIG.value
   config_lib.validate(config)
-  peak = matmul_peak_gflops()
-  ctx, synthetic, runner, infos, wall, crun, srun = measure(config, _ITERS.value)
+  peaks = [matmul_peak_gflops()]
+  ctx, synthetic, runner, infos, wall, crun, srun = measure(config, _ITERS.value, peaks)
+  peak = float(np.median(peaks))
   m, b = ctx.model, config.clients.batch_size
   c_macs, s_macs = m.client_macs, m.server_macs
   client_step_flops = 2 * b * (3 * c_macs + 2 * s_macs)
@@ -181,6 +109,7 @@ def main(argv):
       device=f"{jax.devices()[0].platform}:{jax.devices()[0].device_kind}",
       num_devices=jax.device_count(), config=config.data.name, model=f"{m.name}/{m.split}",
       synthetic_data=synthetic, matmul_peak_gflops=peak,
+      matmul_peak_gflops_range=[float(min(peaks)), float(max(peaks))],
       flops_per_global_iter=flops_iter, wall_s_per_global_iter=wall,
       wall_over_flops_at_peak=wall / (flops_iter / (peak * 1e9)),
       client_steps_per_iter=steps_per_iter, server_updates_per_iter=updates_per_iter,
@@ -192,11 +121,7 @@ def main(argv):
       generated_per_update=gen, **gen_parts,
       stats_method=config.stats.method, stats_bytes=stats_lib.nbytes(stats),
       date=time.strftime("%Y-%m-%d"))
-  text = json.dumps(out, indent=2)
-  print(text)
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      f.write(text + "\n")
+  write_json(out, _OUT.value)
 
 
 if __name__ == "__main__":

@@ -271,3 +271,45 @@ def test_chunked_server_update_equals_one_pass(model, chunk):
                                rtol=1e-5)
     chex.assert_trees_all_close(b, a, rtol=1e-5, atol=1e-6)
   assert int(out_a["generated"]) > 0
+
+
+@pytest.mark.parametrize("covariance", ["full", "lowrank"])
+def test_compressions_from_the_host_equal_inline_ones(covariance):
+  """The runners' server update (`engine.run_server_update`: the labels whose factor is full
+  are compressed by a separate call, chosen on the host, then `server_step` with room_made)
+  gives the same statistics and parameters as `server_step` compressing inside its merge,
+  over updates that compress every label several times; a full label left uncompressed is
+  flagged (stats_overflow) and `check_gen_rows` raises."""
+  c, b = 8, 32
+  model = get_model("cnn_small", "default", M, (4, 4, 1))     # D = 256: frequent compressions
+  algo = gas.build(model, gas.GasHParams(participating=c, batch_size=b, num_classes=M,
+                                         stats_block=4, stats_covariance=covariance,
+                                         stats_rank=8))
+  state = algo.init(jax.random.key(0))
+  inline = jax.jit(lambda s, buf, k, rows: algo.server_step(
+      s, dict(buffer=buf, global_iter=0, gen_rows=rows), k), static_argnums=3)
+  server_run, compress_run = engine.make_server_runner(algo), engine.make_compress_runner(algo)
+  a, h = state.server, jax.tree_util.tree_map(jnp.copy, state.server)
+  rng = np.random.default_rng(0)
+  compressions = 0
+  for u in range(26):
+    buf = state.buffer.replace(
+        acts=jnp.asarray(rng.normal(size=state.buffer.acts.shape), jnp.float32),
+        labels=jnp.asarray(rng.choice(M, size=(c, b), p=[0.4, 0.3, 0.3]), jnp.int32),
+        row_mask=jnp.asarray(rng.random((c, b)) < 0.9),
+        tags=jnp.asarray(rng.choice([0.0, 1.0, 2.0], size=c, p=[0.1, 0.6, 0.3]), jnp.float32))
+    rows, full = engine.plan_server_update(algo, h, buf)
+    compressions += len(full)
+    a, out_a = inline(a, buf, jax.random.key(u), rows)
+    h, out_h = engine.run_server_update(algo, server_run, compress_run, h, buf, np.int32(0),
+                                        jax.random.key(u))
+    assert not bool(out_h["stats_overflow"]) and not bool(out_a["stats_overflow"])
+    chex.assert_trees_all_close(h, a, rtol=1e-5, atol=1e-5)
+  assert compressions >= 2 * M
+  # Without its compression a full label has no room: flagged, and the runners raise.
+  while not engine.plan_server_update(algo, h, buf)[1]:
+    h, _ = server_run(h, buf, np.int32(0), jax.random.key(99), gen_rows=rows, room_made=True)
+  _, out = server_run(h, buf, np.int32(0), jax.random.key(100), gen_rows=rows, room_made=True)
+  assert bool(out["stats_overflow"])
+  with pytest.raises(RuntimeError, match="factor full"):
+    engine.check_gen_rows([jax.device_get(out)])

@@ -91,3 +91,19 @@ def test_max_pool_ties_go_to_the_first_maximum(window, stride):
   g = rng.normal(size=y.shape)
   np.testing.assert_allclose(np.asarray(vjp(jnp.asarray(g, jnp.float32))[0]),
                              _torch_rule_grad(x, g, window, stride), rtol=1e-6, atol=1e-6)
+
+
+def test_conv_scope_picks_the_convolution_at_trace_time():
+  """`conv_scope` (used by the cohorts: `cohort_conv_impl`) switches `conv2d`'s default while
+  tracing and restores it afterwards."""
+  x, k = jnp.ones((1, 6, 6, 2)), jnp.ones((3, 3, 2, 4))
+
+  def traced(impl):     # a new function each time: traces are cached per function
+    with layers.conv_scope(impl):
+      return str(jax.make_jaxpr(lambda x, k: layers.conv2d(x, k))(x, k))
+
+  default = layers.conv_impl()
+  assert "conv_general_dilated" in traced("xla")
+  assert "conv_general_dilated" not in traced("im2col")
+  assert layers.conv_impl() == default
+  assert layers.cohort_conv_impl() == ("xla" if jax.default_backend() == "tpu" else "im2col")

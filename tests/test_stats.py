@@ -415,3 +415,25 @@ def test_diag_stats_match_numpy_per_dimension_variance():
   s = np.asarray(stats.sample(st, jax.random.key(0), 20000))
   np.testing.assert_allclose(s.var(1), np.asarray(st.var), rtol=0.05)
   assert stats.nbytes(st) < 3 * m * d * 4 + 64
+
+
+def test_overflowing_host_equals_device_and_hand_case():
+  """`stats.overflowing` in numpy (the host's plan) equals the jnp version (the device's), and a
+  hand case: capacity 12, block 4; label 0 uses 8 rows and gets 3 rows + its old mean's
+  pseudo-row = one block (fits: 12); label 1 uses 8 and gets 5 rows (two blocks: 16 > 12);
+  label 2 gets rows of weight 0 only (nothing to merge)."""
+  used, seen = np.array([8, 8, 0]), np.array([True, False, False])
+  labels = np.array([0, 0, 0, 1, 1, 1, 1, 1, 2, 2])
+  w = np.array([1, 1, 1, 1, 1, 1, 1, 1, 0, 0], np.float32)
+  np.testing.assert_array_equal(stats.overflowing(used, seen, labels, w, 4, 12, xp=np),
+                                [False, True, False])
+  rng = np.random.default_rng(0)
+  for _ in range(20):
+    used = rng.integers(0, 40, 5)
+    seen = rng.random(5) < 0.5
+    labels = rng.integers(0, 5, 30)
+    w = rng.choice([0.0, 0.5, 1.0], 30)
+    host = stats.overflowing(used, seen, labels, w, 4, 48, xp=np)
+    dev = stats.overflowing(jnp.asarray(used, jnp.int32), jnp.asarray(seen),
+                            jnp.asarray(labels, jnp.int32), jnp.asarray(w, jnp.float32), 4, 48)
+    np.testing.assert_array_equal(host, np.asarray(dev))

@@ -96,6 +96,7 @@ class Algorithm:
   hparams: Any
   cohort_step: Callable = None   # (ClientState, batch[L], rng) -> (ClientState, outputs[L])
   generate: Callable = None      # the server update's statistics and sampling (benchmarks)
+  compress: Callable = None      # (ServerState, label) -> ServerState: one factor compression
 
 
 def _stack(tree, n):
@@ -146,21 +147,23 @@ def build(model, hp: GasHParams) -> Algorithm:
         row_mask=jnp.zeros((c, b), bool), tags=jnp.zeros((c,), jnp.float32))
     return GasState(client=client, server=server, buffer=buffer)
 
-  def generate(st, buf: ActivationBuffer, key, server_updates, gen_rows=None):
+  def generate(st, buf: ActivationBuffer, key, server_updates, gen_rows=None, room_made=False):
     """Statistics and generation of a server update (eq. 11-12, Algorithm 1): merges the
     buffer's real rows into the per-label statistics, refreshes what the sampler needs and
     tops every label up to B rows with generated activations once all labels have statistics.
 
     Returns (stats, (x, y, valid) generated rows, number generated, overflow). gen_rows None:
     M*B rows, label y's first B - n_y valid; an int: packed into gen_rows rows (labels in
-    order), overflow = more were needed."""
+    order), overflow = more were needed. room_made: the caller already compressed every label
+    that needed it (`compress`), so the merge skips `stats.make_room`."""
     rows = buf.acts.reshape(c * b, dim)
     labels = buf.labels.reshape(-1)
     mask = buf.row_mask.reshape(-1)
     weights = jnp.where(mask, jnp.repeat(buf.tags, b), 0.0)
     st = stats_lib.merge(st, rows, labels, weights, jitter=hp.stats_jitter,
                          block=hp.stats_block,
-                         rank=hp.stats_rank if hp.stats_covariance == "lowrank" else 0)
+                         rank=hp.stats_rank if hp.stats_covariance == "lowrank" else 0,
+                         room_made=room_made)
     counts = jnp.sum(jax.nn.one_hot(labels, m, dtype=jnp.int32) * mask[:, None], 0)
     all_seen = jnp.all(st.seen)
     # REF builds a sampler for every label with n_y <= B; samples top each label up to B.
@@ -188,7 +191,10 @@ def build(model, hp: GasHParams) -> Algorithm:
     """SERVER_UPDATE (spec §1.5). batch: {"buffer": ActivationBuffer, "global_iter": int} and
     optionally "gen_rows" (a static int, from `generated_rows`): the generated activations are
     then packed into that many rows instead of M*B masked ones (the same loss and gradients,
-    less forward/backward work); if more were needed, metrics["gen_overflow"] is set."""
+    less forward/backward work); if more were needed, metrics["gen_overflow"] is set.
+    "room_made" (static, default False): the statistics' compressions were run beforehand
+    (`compress`, from the host: `engine.plan_server_update`); if a label still had no room for
+    the merge, metrics["stats_overflow"] is set."""
     buf = batch["buffer"]
     x = buf.acts.reshape(c * b, dim)
     y = buf.labels.reshape(-1)
@@ -196,11 +202,17 @@ def build(model, hp: GasHParams) -> Algorithm:
     generated = jnp.zeros((), jnp.int32)
     overflow = jnp.zeros((), bool)
     st = state.stats
+    no_room = jnp.zeros((), bool)
     if hp.generate:
       gen_rows = None if hp.keep_last_batch else batch.get("gen_rows")
+      room_made = batch.get("room_made", False)
+      if room_made and isinstance(st, stats_lib.SqrtStats):
+        weights = jnp.where(valid, jnp.repeat(buf.tags, b), 0.0)
+        no_room = jnp.any(stats_lib.overflowing(st.used, st.seen, y, weights, hp.stats_block,
+                                                st.rows.shape[1]))
       st, (gx, gy, gvalid), generated, overflow = generate(
           st, buf, jax.random.fold_in(rng, state.server_updates), state.server_updates,
-          gen_rows)
+          gen_rows, room_made)
       x = jnp.concatenate([x, gx], 0)
       y = jnp.concatenate([y, gy], 0)
       valid = jnp.concatenate([valid, gvalid], 0)
@@ -227,27 +239,39 @@ def build(model, hp: GasHParams) -> Algorithm:
     if hp.keep_last_batch:
       state = state.replace(last_batch=(x, y, valid))
     return state, dict(server_loss=loss, generated=generated, grad_finite=_finite(grads),
-                       gen_overflow=overflow)
+                       gen_overflow=overflow, stats_overflow=no_room)
 
-  def upload(state: ClientState, slot, agg_weight, aggregate):
-    theta = _index(state.slots, slot)
-    model_sum = tree_map(lambda s, p: s + agg_weight * p, state.model_sum, theta)
-    model_weight = state.model_weight + agg_weight
+  def compress(state: ServerState, label) -> ServerState:
+    """Compresses (or, "lowrank", truncates) one label's square-root factor, the step that
+    `stats.make_room` runs inside the merge (`stats.compress_label`); the runners call it
+    from the host for each label that `engine.plan_server_update` finds full, then run
+    `server_step` with "room_made"."""
+    rank = hp.stats_rank if hp.stats_covariance == "lowrank" else 0
+    return state.replace(stats=stats_lib.compress_label(state.stats, label, rank))
 
-    def flush(args):
-      model_sum, model_weight, glob, it = args
-      new_glob = tree_map(lambda s: s / model_weight, model_sum)
-      return (tree_map(jnp.zeros_like, model_sum), jnp.zeros_like(model_weight), new_glob, it + 1)
-
-    model_sum, model_weight, glob, it = jax.lax.cond(
-        aggregate, flush, lambda a: a,
-        (model_sum, model_weight, state.global_client, state.global_iter))
-    slots = _set(state.slots, slot, glob)     # the replacement starts from the newest aggregate
-    client_opt = state.client_opt
+  def upload(state: ClientState, slot, theta, agg_weight, up, aggregate):
+    """Where `up`: theta (the slot's model after its step) goes into the model buffer and, where
+    also `aggregate`, the buffer is averaged into the new global client model (spec §1.4); the
+    slot then restarts from the newest global model. Written with selects, not `lax.cond`, so
+    a cohort's scan over its events has no branch (on a GPU every branch in a loop waits for
+    the host); the selected values are computed exactly as by a branch."""
+    sel = lambda c: (lambda new, old: jnp.where(c, new, old))    # noqa: E731
+    model_sum = tree_map(sel(up), tree_map(lambda s, p: s + agg_weight * p, state.model_sum,
+                                           theta), state.model_sum)
+    model_weight = jnp.where(up, state.model_weight + agg_weight, state.model_weight)
+    flush = up & aggregate
+    safe_weight = jnp.where(flush, model_weight, 1.0)
+    glob = tree_map(sel(flush), tree_map(lambda s: s / safe_weight, model_sum),
+                    state.global_client)
+    model_sum = tree_map(sel(flush), tree_map(jnp.zeros_like, model_sum), model_sum)
+    model_weight = jnp.where(flush, jnp.zeros_like(model_weight), model_weight)
+    state = state.replace(slots=_set(state.slots, slot, tree_map(sel(up), glob, theta)),
+                          model_sum=model_sum, model_weight=model_weight, global_client=glob,
+                          global_iter=state.global_iter + flush.astype(state.global_iter.dtype))
     if not hp.shared_momentum:
-      client_opt = _set(client_opt, slot, tx.init(model.trainable(glob)))
-    return state.replace(slots=slots, model_sum=model_sum, model_weight=model_weight,
-                         global_client=glob, global_iter=it, client_opt=client_opt)
+      opt = tree_map(sel(up), tx.init(model.trainable(glob)), _index(state.client_opt, slot))
+      state = state.replace(client_opt=_set(state.client_opt, slot, opt))
+    return state
 
   def client_grads(theta, batch, rng):
     """Client forward, logit-adjusted loss through the current phi (eq. 6), gradient wrt the
@@ -276,10 +300,8 @@ def build(model, hp: GasHParams) -> Algorithm:
       params, opt_k = optim.apply(tx, params, grads, _index(state.client_opt, slot), lr)
       client_opt = _set(state.client_opt, slot, opt_k)
     theta = model.with_trainable(theta, params)
-    state = state.replace(slots=_set(state.slots, slot, theta), client_opt=client_opt)
-    return jax.lax.cond(batch["upload"],
-                        lambda s: upload(s, slot, batch["agg_weight"], batch["aggregate"]),
-                        lambda s: s, state)
+    state = state.replace(client_opt=client_opt)
+    return upload(state, slot, theta, batch["agg_weight"], batch["upload"], batch["aggregate"])
 
   def client_step(state: ClientState, batch, rng):
     """One client local step; batch holds x, y, mask, log_prior, slot, upload flags and the
@@ -311,7 +333,8 @@ def build(model, hp: GasHParams) -> Algorithm:
       new = apply_update(st, ev, th, g)
       return tree_map(lambda n, o: jnp.where(ev["valid"], n, o), new, st), None
 
-    state, _ = jax.lax.scan(body, state, (per_event, thetas, grads))
+    # Unrolled (L is a static bucket size): no loop for a GPU to drive from the host.
+    state, _ = jax.lax.scan(body, state, (per_event, thetas, grads), unroll=True)
     finite = jax.vmap(_finite)(grads) | ~batch["valid"]
     return state, dict(act=act, client_loss=loss, grad_finite=finite)
 
@@ -324,7 +347,8 @@ def build(model, hp: GasHParams) -> Algorithm:
     return jnp.sum(correct * mask), jnp.sum(nll * mask)
 
   return Algorithm(init=init, client_step=client_step, server_step=server_step,
-                   evaluate=evaluate, hparams=hp, cohort_step=cohort_step, generate=generate)
+                   evaluate=evaluate, hparams=hp, cohort_step=cohort_step, generate=generate,
+                   compress=compress)
 
 
 def _chunked_ce_grads(model, phi, x, y, valid, key, chunk: int):

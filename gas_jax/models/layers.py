@@ -6,6 +6,8 @@ defaults (lecun_normal kernel, zero bias) differ, so these wrappers replicate
 the PyTorch behaviour. ``fan_in`` is ``kh * kw * cin`` for a conv and
 ``in_features`` for a dense layer.
 """
+import contextlib
+import contextvars
 import functools
 import math
 from typing import Sequence, Tuple, Union
@@ -49,7 +51,35 @@ def conv_impl() -> str:
   `launch/benchmark.py` end to end; docs/benchmarks.md). On GPUs/TPUs the native convolution
   is the fast one.
   """
-  return "im2col" if jax.default_backend() == "cpu" else "xla"
+  return _SCOPE.get() or ("im2col" if jax.default_backend() == "cpu" else "xla")
+
+
+_SCOPE = contextvars.ContextVar("conv_impl", default="")
+
+
+@contextlib.contextmanager
+def conv_scope(impl: str):
+  """Within it (at trace time), `conv2d` with no impl uses `impl` ("" = `conv_impl()`'s
+  default)."""
+  token = _SCOPE.set(impl)
+  try:
+    yield
+  finally:
+    _SCOPE.reset(token)
+
+
+def cohort_conv_impl() -> str:
+  """The convolution of a cohort's vmapped client steps: "im2col" except on TPUs.
+
+  Vmapped over the clients' own kernels, XLA's convolution becomes a grouped one, which cuDNN
+  runs with FFT and transposition kernels; as im2col it is one batched matmul. On an H200,
+  CIFAR-10 (AlexNet L2) cohorts of 4, 8 and 16 events took 1.48, 2.53 and 3.52 ms against
+  2.16, 2.94 and 4.35 ms (`launch/profile_parts.py`, docs/benchmarks.md); on the CPU im2col
+  is the default anyway."""
+  return "xla" if jax.default_backend() == "tpu" else "im2col"
+
+
+
 
 
 def conv2d(x, kernel, stride=(1, 1), padding=((1, 1), (1, 1)), impl: str = ""):

@@ -85,6 +85,7 @@ class GasRunner:
     self.client_run = engine.make_client_runner(self.algo, augment=aug)
     self.cohort_run = engine.make_cohort_runner(self.algo, self.mesh, augment=aug)
     self.server_run = engine.make_server_runner(self.algo)
+    self.compress_run = engine.make_compress_runner(self.algo)
     if self.cohort_size != 1:
       self.precompile()
     self.agg_w = (np.ones(ctx.clients.num_clients) if cfg.clients.aggregation == "uniform"
@@ -107,6 +108,7 @@ class GasRunner:
                                    engine.padding_events(self.cfg.clients.batch_size, size),
                                    self.step_key)
     self.state = self.state.replace(client=cs, buffer=buf)
+    engine.precompile_compress(self.algo, self.compress_run, self.state.server)
 
   def precompile_server(self) -> None:
     """Compiles the server update for every packed size of generated rows (`gas.generated_rows`:
@@ -114,9 +116,10 @@ class GasRunner:
     the first time it occurs."""
     if not self.algo.hparams.generate:
       return
+    engine.precompile_compress(self.algo, self.compress_run, self.state.server)
     for rows in gas.generated_row_sizes(self.algo.hparams):
       self.server_run.lower(self.state.server, self.state.buffer, np.int32(0), self.server_key,
-                            gen_rows=rows).compile()
+                            gen_rows=rows, room_made=True).compile()
 
   def run_iteration(self) -> dict:
     sched, clients = self.scheduler, self.ctx.clients
@@ -144,8 +147,8 @@ class GasRunner:
                                        self.step_key)
         client_out.append((len(arrays), out))
       if group[-1].server_update:
-        ss, sm = self.server_run(ss, buf, np.int32(iteration), self.server_key,
-                                 gen_rows=engine.gen_rows(self.algo, ss, buf))
+        ss, sm = engine.run_server_update(self.algo, self.server_run, self.compress_run, ss,
+                                          buf, np.int32(iteration), self.server_key)
         server_out.append(sm)
     self.state = gas.GasState(client=cs, server=ss, buffer=buf)
     client_out, server_out = jax.device_get((client_out, server_out))

@@ -85,15 +85,16 @@ class SeedsGasRunner:
                                 donate_argnums=(0, 1))
       server = engine.server_event(self.algo)
       self.server_run = jax.jit(
-          lambda ss, bufs, s, it, key, rows: server(ss, tree_map(lambda a: a[s], bufs), it, key,
-                                                    rows),
-          donate_argnums=(0,), static_argnums=(5,))
+          lambda ss, bufs, s, it, key, gen_rows=None, room_made=False: server(
+              ss, tree_map(lambda a: a[s], bufs), it, key, gen_rows, room_made),
+          donate_argnums=(0,), static_argnames=("gen_rows", "room_made"))
       self.stack = jax.jit(lambda *phis: _stack(phis))
     else:
       self.cohort_size = 1
       self.states = states
       self.client_run = engine.make_client_runner(self.algo, augment=aug)
       self.server_run = engine.make_server_runner(self.algo)
+    self.compress_run = engine.make_compress_runner(self.algo)
     self.agg_w = [np.ones(cfg.clients.num) if cfg.clients.aggregation == "uniform"
                   else ctx.clients.sizes.astype(np.float64) for ctx in contexts]
     self.client_steps = np.zeros(self.S, np.int64)
@@ -137,6 +138,7 @@ class SeedsGasRunner:
       stacked = {k: np.stack([v] * self.S) for k, v in pad.items()}
       cs, buf, _ = self.cohort_run(cs, buf, self.phi, self.data, stacked, self.step_keys)
     self.state = (cs, buf)
+    engine.precompile_compress(self.algo, self.compress_run, self.servers[0])
 
   def _server_updates(self, last_events, buf):
     """Per-seed server updates after the seeds' steps whose last event triggers one."""
@@ -146,9 +148,10 @@ class SeedsGasRunner:
         continue
       self.server_updates[s] += 1
       it = np.int32(self.schedulers[s].global_iters - int(ev.aggregate))
-      rows = engine.gen_rows(self.algo, self.servers[s], tree_map(lambda a: a[s], buf))
-      self.servers[s], s_out[s] = self.server_run(self.servers[s], buf, np.int32(s), it,
-                                                  self.server_keys[s], rows)
+      ss, rows = engine.make_room(self.algo, self.compress_run, self.servers[s],
+                                  tree_map(lambda a: a[s], buf))
+      self.servers[s], s_out[s] = self.server_run(ss, buf, np.int32(s), it, self.server_keys[s],
+                                                  gen_rows=rows, room_made=True)
     if any(o is not None for o in s_out):
       self.phi = self.stack(*[ss.server for ss in self.servers])
     return s_out
@@ -187,8 +190,8 @@ class SeedsGasRunner:
         if ev.server_update:
           self.server_updates[s] += 1
           it = np.int32(self.schedulers[s].global_iters - int(ev.aggregate))
-          ss, s_out = self.server_run(ss, buf, it, self.server_keys[s],
-                                      gen_rows=engine.gen_rows(self.algo, ss, buf))
+          ss, s_out = engine.run_server_update(self.algo, self.server_run, self.compress_run,
+                                               ss, buf, it, self.server_keys[s])
         self.states[s] = gas.GasState(client=cs, server=ss, buffer=buf)
         outs.append((c_out, s_out))
       return events, outs
