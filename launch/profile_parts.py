@@ -8,9 +8,9 @@ every cohort size and packed server size, runs `--warmup` global iterations, the
 - `wall_s_per_global_iter` over `--iters` iterations, with the numbers of cohort calls, client
   steps and server updates per iteration;
 - each device call alone (its state threaded through, blocking after each call; the median of
-  `--reps`): a cohort of every bucketed size, with XLA's convolution and with the im2col one
-  (`layers.conv2d`); the server update with and without generation at the run's packed size;
-  the statistics' merge, the sampling, and `generate` as a whole (merge + sampling + packing,
+  `--reps`): a cohort of every bucketed size, with the cohorts' convolution
+  (`layers.cohort_conv_impl`) and with the other one (im2col or XLA's); the server update with
+  and without generation on the run's last buffer; the statistics' merge, the sampling, and `generate` as a whole (merge + sampling + packing,
   compressions amortised: `generation_s`, see `bench_run.generation_seconds`);
 - `device_s_per_global_iter`: the sum of those parts weighted by how often they occur, so
   `wall - device` is what the host adds (scheduling, batches, dispatch, synchronisation);
@@ -131,12 +131,12 @@ def main(argv):
                server_gen_rows={str(k): v / iters for k, v in sorted(server_run.sizes.items())})
   device = 0.0
   if cohort_run.sizes:
-    xla = cohort_times(runner, b, sorted(cohort_run.sizes), reps)
-    device += sum(xla[s] * n / iters for s, n in cohort_run.sizes.items())
-    parts["cohort_s"] = {str(k): v for k, v in xla.items()}
-    other = "im2col" if layers.conv_impl() != "im2col" else "xla"
-    orig = layers.conv_impl
-    layers.conv_impl = lambda: other
+    times = cohort_times(runner, b, sorted(cohort_run.sizes), reps)
+    device += sum(times[s] * n / iters for s, n in cohort_run.sizes.items())
+    parts["cohort_s"] = {str(k): v for k, v in times.items()}
+    other = "im2col" if layers.cohort_conv_impl() != "im2col" else "xla"
+    orig = layers.cohort_conv_impl
+    layers.cohort_conv_impl = lambda: other        # read while the cohort step is traced
     try:
       runner.cohort_run = engine.make_cohort_runner(runner.algo, runner.mesh,
                                                     augment=gas_runner.augmenter(config))
@@ -144,7 +144,7 @@ def main(argv):
       parts[f"cohort_s_{other}"] = {str(k): v for k, v in alt.items()}
       runner.cohort_run = cohort_run.fn
     finally:
-      layers.conv_impl = orig
+      layers.cohort_conv_impl = orig
   if client_run.sizes:
     one = {k: v[0] for k, v in engine.padding_events(b, 1).items() if k != "valid"}
 
@@ -204,7 +204,7 @@ def main(argv):
   out = dict(device=f"{jax.default_backend()}:{jax.devices()[0].device_kind}",
              config=config.data.name, model=f"{ctx.model.name}/{ctx.model.split}",
              synthetic_data=synthetic, cohort_size=runner.cohort_size,
-             conv_impl=layers.conv_impl(), stats_block=hp.stats_block,
+             cohort_conv_impl=layers.cohort_conv_impl(), stats_block=hp.stats_block,
              matmul_peak_gflops=peak, matmul_default_precision_gflops=peak_default,
              wall_s_per_global_iter=wall, device_s_per_global_iter=device,
              host_s_per_global_iter=wall - device, **parts, date=time.strftime("%Y-%m-%d"))
