@@ -90,8 +90,8 @@ def test_bad_seeds_are_refused(tmp_path, seeds, algorithm, match):
   assert not os.listdir(tmp_path)
 
 
-@pytest.mark.parametrize("vmapped,cohort", [pytest.param(1, 0, marks=pytest.mark.slow),
-                                            pytest.param(0, 1, marks=pytest.mark.slow), (1, 1)],
+@pytest.mark.slow     # ~28 s each; the default suite keeps tests/test_checkpoint.py's resume test
+@pytest.mark.parametrize("vmapped,cohort", [(1, 0), (0, 1), (1, 1)],
                          ids=["vmapped_cohorts", "loop", "vmapped"])
 def test_multiseed_run_resumes_exactly(tmp_path, separate, vmapped, cohort):
   """Seeds 0,1 to T=2, then the same workdir to T=3: it resumes from WORKDIR/checkpoints
