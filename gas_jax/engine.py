@@ -210,11 +210,6 @@ def plan_server_update(algo, sstate, buffer) -> Tuple[Optional[int], List[int]]:
   return rows, [int(y) for y in np.flatnonzero(full)]
 
 
-def gen_rows(algo, sstate, buffer) -> Optional[int]:
-  """The static packed size of the next server update's generated rows (`plan_server_update`)."""
-  return plan_server_update(algo, sstate, buffer)[0]
-
-
 def make_room(algo, compress_run, sstate, buffer) -> Tuple[object, Optional[int]]:
   """`plan_server_update`, then `compress_run` (jitted `algo.compress`) for each full label.
   Returns (server_state, gen_rows) for a `server_run(..., gen_rows=gen_rows, room_made=True)`."""
@@ -232,7 +227,7 @@ def run_server_update(algo, server_run, compress_run, sstate, buffer, *args):
 
 
 def check_gen_rows(server_outputs) -> None:
-  """Raises if a server update needed more generated rows than `gen_rows` packed, or a label's
+  """Raises if a server update needed more generated rows than `plan_server_update` packed, or a label's
   factor had no room for its merge (host/device disagreements that would drop rows)."""
   for o in server_outputs:
     if o is None:

@@ -61,36 +61,32 @@ def generation_seconds(runner, min_calls: int = 10, max_calls: int = 1000) -> di
   compression, all measured here. (Averaging the calls of a window that ends when every label
   has been compressed once, as at stop 10, over-counts compressions: every label is counted
   at least once however short the window.)"""
-  algo, ss, buf = runner.algo, runner.state.server, runner.state.buffer
-  hp = algo.hparams
-  rows = engine.gen_rows(algo, ss, buf)
-  # As the runners do it: compressions first, from the host, then the merge and sampling.
+  algo, buf = runner.algo, runner.state.buffer
+  ss = jax.tree_util.tree_map(jnp.copy, runner.state.server)    # donated below: a copy
+  rows = engine.plan_server_update(algo, ss, buf)[0]
+  # As the runners do it: compressions first (`runner.compress_run`, for the labels the host
+  # finds full), then the merge and sampling with room made.
   fn = jax.jit(lambda st, buf, key, u: algo.generate(st, buf, key, u, rows, room_made=True),
                donate_argnums=0)
-  rank = hp.stats_rank if hp.stats_covariance == "lowrank" else 0
-  compress = jax.jit(lambda st, y: stats_lib.compress_label(st, y, rank), donate_argnums=0)
-  labels, mask, tags = jax.device_get((buf.labels, buf.row_mask, buf.tags))
-  w, labels = np.where(mask, tags[:, None], 0.0).reshape(-1), labels.reshape(-1)
-  st = jax.tree_util.tree_map(jnp.copy, ss.stats)
-  sqrt = isinstance(st, stats_lib.SqrtStats)
 
-  def full(st):
-    if not sqrt:
-      return []
-    return np.flatnonzero(stats_lib.overflowing(np.asarray(st.used), np.asarray(st.seen), labels,
-                                                w, hp.stats_block, st.rows.shape[1], xp=np))
+  def compressed(ss, todo):
+    for y in todo:
+      ss = runner.compress_run(ss, np.int32(y))
+    return ss
 
-  for y in full(st):
-    st = compress(st, np.int32(y))
-  st = jax.block_until_ready(fn(st, buf, jax.random.key(0), ss.server_updates)[0])  # compile
+  ss = compressed(ss, engine.plan_server_update(algo, ss, buf)[1])
+  ss = ss.replace(stats=jax.block_until_ready(
+      fn(ss.stats, buf, jax.random.key(0), ss.server_updates)[0]))        # compile
+  sqrt = isinstance(ss.stats, stats_lib.SqrtStats)
   plain, later, appended, after = [], [], {}, {}
   for calls in range(max_calls):
+    st = ss.stats
     used, done = (np.asarray(st.used), np.asarray(st.compressed)) if sqrt else (None, None)
-    todo = full(st)
+    todo = engine.plan_server_update(algo, ss, buf)[1]
     t = time.perf_counter()
-    for y in todo:
-      st = compress(st, np.int32(y))
-    st, *out = fn(st, buf, jax.random.key(calls + 1), ss.server_updates + calls)
+    ss = compressed(ss, todo)
+    st, *out = fn(ss.stats, buf, jax.random.key(calls + 1), ss.server_updates + calls)
+    ss = ss.replace(stats=st)
     jax.block_until_ready((st, out))
     dt = time.perf_counter() - t
     if not sqrt:

@@ -180,22 +180,16 @@ def main(argv):
     ss = runner.state.server
     rows_, labels = buf.acts.reshape(-1, buf.acts.shape[-1]), buf.labels.reshape(-1)
     w = jnp.where(buf.row_mask.reshape(-1), jnp.repeat(buf.tags, b), 0.0)
-    merge = jax.jit(lambda s: stats_lib.merge(s, rows_, labels, w, jitter=hp.stats_jitter,
-                                              block=hp.stats_block, room_made=True),
-                    donate_argnums=0)
-    compress = jax.jit(stats_lib.compress_label, donate_argnums=0)
+    merge = jax.jit(lambda s: s.replace(stats=stats_lib.merge(
+        s.stats, rows_, labels, w, jitter=hp.stats_jitter, block=hp.stats_block,
+        room_made=True)), donate_argnums=0)
 
-    def merge_with_room(st):     # the factor fills up over the repetitions
-      for y in np.flatnonzero(stats_lib.overflowing(
-          np.asarray(st.used), np.asarray(st.seen), np.asarray(labels), np.asarray(w),
-          hp.stats_block, st.rows.shape[1], xp=np)):
-        st = compress(st, np.int32(y))
-      return merge(st)
+    def merge_with_room(ss):     # the factor fills up over the repetitions
+      return merge(engine.make_room(runner.algo, runner.compress_run, ss, buf)[0])
 
-    parts["merge_s"], st = median_threaded(merge_with_room, ss.stats, reps)
+    parts["merge_s"], ss = median_threaded(merge_with_room, ss, reps)
     sample = jax.jit(lambda s: stats_lib.sample(s, jax.random.key(2), b))
-    parts["sample_s"] = best_seconds(sample, st, reps=reps)
-    ss = ss.replace(stats=st)
+    parts["sample_s"] = best_seconds(sample, ss.stats, reps=reps)
   runner.state = runner.state.replace(server=ss)
   if _TRACE.value:
     with jax.profiler.trace(_TRACE.value, create_perfetto_trace=True):

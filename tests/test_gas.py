@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import gas_jax.models  # noqa: F401
-from gas_jax import engine
+from gas_jax import dissimilarity, engine
 from gas_jax.algorithms import gas
 from gas_jax.models.registry import get_model
 
@@ -142,11 +142,11 @@ def test_gradient_dissimilarity(model):
   tx = jnp.asarray(rng.normal(size=(2, B, 8, 8, 1)), jnp.float32)
   ty = jnp.asarray(rng.integers(0, M, (2, B)), jnp.int32)
   same = (model.client_apply(theta, tx[0]), ty[0], jnp.ones(B, bool))
-  v0 = gas.gradient_dissimilarity(model, phi, theta, same, tx[:1], ty[:1])
+  v0 = dissimilarity.gradient_dissimilarity(model, phi, theta, same, tx[:1], ty[:1])
   np.testing.assert_allclose(float(v0), 0.0, atol=1e-12)
   other = (jnp.asarray(rng.normal(size=(B,) + model.activation_shape), jnp.float32), ty[1],
            jnp.ones(B, bool))
-  v = gas.gradient_dissimilarity(model, phi, theta, other, tx, ty)
+  v = dissimilarity.gradient_dissimilarity(model, phi, theta, other, tx, ty)
   grad = lambda a, y: jax.grad(lambda p: gas.losses.masked_mean_ce(   # noqa: E731
       model.server_apply(p, a), y, jnp.ones(B, bool)))(phi)
   g_b = jax.tree_util.tree_leaves(grad(other[0], other[1]))

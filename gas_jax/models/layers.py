@@ -41,6 +41,9 @@ def _conv_padding(padding: PaddingLike, ndim: int):
   return [tuple(p) for p in padding]
 
 
+_SCOPE = contextvars.ContextVar("conv_impl", default="")   # `conv_scope`
+
+
 def conv_impl() -> str:
   """The convolution used by `Conv`: "im2col" on the CPU, XLA's native one elsewhere.
 
@@ -52,9 +55,6 @@ def conv_impl() -> str:
   is the fast one.
   """
   return _SCOPE.get() or ("im2col" if jax.default_backend() == "cpu" else "xla")
-
-
-_SCOPE = contextvars.ContextVar("conv_impl", default="")
 
 
 @contextlib.contextmanager
@@ -77,9 +77,6 @@ def cohort_conv_impl() -> str:
   2.16, 2.94 and 4.35 ms (`launch/profile_parts.py`, docs/benchmarks.md); on the CPU im2col
   is the default anyway."""
   return "xla" if jax.default_backend() == "tpu" else "im2col"
-
-
-
 
 
 def conv2d(x, kernel, stride=(1, 1), padding=((1, 1), (1, 1)), impl: str = ""):

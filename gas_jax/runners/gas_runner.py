@@ -10,7 +10,7 @@ import math
 import jax
 import numpy as np
 
-from gas_jax import engine
+from gas_jax import dissimilarity, engine
 from gas_jax.algorithms import gas
 from gas_jax.data import augment as augment_lib
 from gas_jax.data import real
@@ -92,7 +92,7 @@ class GasRunner:
                   else ctx.clients.sizes.astype(np.float64))
     self.client_steps = 0
     if cfg.grad_dissimilarity.enabled:
-      self._dissimilarity = jax.jit(functools.partial(gas.gradient_dissimilarity, ctx.model))
+      self._dissimilarity = jax.jit(functools.partial(dissimilarity.gradient_dissimilarity, ctx.model))
 
   def precompile(self) -> None:
     """Compiles every cohort size the schedule can produce (cohorts hold distinct slots, so at
