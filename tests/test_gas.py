@@ -223,6 +223,38 @@ def test_generated_rows_packs_to_buckets():
   # label 0 only: need 0 + 4 + 4 = 8 -> 9.
   assert gas.generated_rows(hp, np.zeros((C, B), int), np.ones((C, B), bool),
                             np.ones(M, bool)) == 9
+  # In chunks, one size (M*B): the chunked forward/backward skips what is past the last row.
+  chunked = gas.GasHParams(participating=C, batch_size=B, num_classes=M, server_chunk=4)
+  assert gas.generated_row_sizes(chunked) == [M * B]
+  assert gas.generated_rows(chunked, labels, mask, np.zeros(M, bool)) == M * B
+  assert gas.generated_rows(chunked, np.zeros((C, B), int), np.ones((C, B), bool),
+                            np.array([True, False, False])) == M * B
+
+
+def test_chunked_grads_stop_after_the_last_valid_chunk(model):
+  """`_chunked_ce_grads` visits only the chunks up to the last valid row: rows past it may hold
+  anything (here NaN) without changing the loss or the gradient, which equal the masked mean
+  CE and its gradient taken in one pass over the valid rows alone (within 1e-5); rows
+  past the last valid one inside a visited chunk are masked as before."""
+  rng = np.random.default_rng(0)
+  n, chunk, last = 23, 4, 9                       # valid rows: a prefix with a hole, up to 9
+  x = rng.normal(size=(n,) + model.activation_shape).astype(np.float32)
+  x[12:] = np.nan                                 # chunks 3.. (rows 12+) are never visited
+  y = rng.integers(0, M, n)
+  valid = np.arange(n) <= last
+  valid[3] = False
+  _, phi = model.init(jax.random.key(0))
+  loss, grads = jax.jit(lambda p, x: gas._chunked_ce_grads(
+      model, p, x, jnp.asarray(y), jnp.asarray(valid), jax.random.key(1), chunk))(phi, x)
+
+  def reference(p):
+    logits = model.server_apply(p, jnp.asarray(x[valid]))
+    return gas.losses.masked_mean_ce(logits, jnp.asarray(y[valid]), jnp.ones(valid.sum(), bool))
+
+  want_loss, want_grads = jax.value_and_grad(reference)(phi)
+  assert np.isfinite(float(loss))
+  np.testing.assert_allclose(float(loss), float(want_loss), rtol=1e-5)
+  chex.assert_trees_all_close(grads, want_grads, rtol=1e-5, atol=1e-6)
 
 
 def test_packed_generated_rows_equal_masked_ones(model):

@@ -112,6 +112,8 @@ def _set(tree, i, value):
 
 
 def build(model, hp: GasHParams) -> Algorithm:
+  if model.stateful and hp.server_chunk:   # batch statistics need the whole batch in one pass
+    hp = dataclasses.replace(hp, server_chunk=0)
   c, b, m = hp.participating, hp.batch_size, hp.num_classes
   dim = int(np.prod(model.activation_shape))
   tx = optim.make_transform(hp.optimizer, hp.momentum, hp.weight_decay, hp.clip_norm)
@@ -219,7 +221,7 @@ def build(model, hp: GasHParams) -> Algorithm:
     x = x.reshape((-1,) + tuple(model.activation_shape))
 
     dropout_key = jax.random.fold_in(jax.random.fold_in(rng, state.server_updates), DROPOUT_SALT)
-    chunk = hp.server_chunk if not model.stateful else 0
+    chunk = hp.server_chunk
     if chunk and x.shape[0] > chunk:
       loss, grads = _chunked_ce_grads(model, state.server, x, y, valid, dropout_key, chunk)
       phi = state.server
@@ -352,11 +354,15 @@ def build(model, hp: GasHParams) -> Algorithm:
 
 
 def _chunked_ce_grads(model, phi, x, y, valid, key, chunk: int):
-  """The masked mean CE over all rows and its gradient, computed as a `lax.scan` over chunks
-  of `chunk` rows (sums of per-chunk CE and gradients over the number of valid rows): the
-  same numbers as one pass for models without batch statistics, with each chunk's im2col
-  buffers small enough for the CPU's caches (AlexNet L2's server update ~20 % faster with
-  32-row chunks). Dropout draws chunk i's mask from fold_in(key, i)."""
+  """The masked mean CE over all rows and its gradient, computed chunk by chunk (`chunk` rows
+  each: sums of per-chunk CE and gradients over the number of valid rows): the same numbers as
+  one pass for models without batch statistics, with each chunk's im2col buffers small enough
+  for the CPU's caches (AlexNet L2's server update ~20 % faster with 32-row chunks).
+
+  The loop stops after the last chunk holding a valid row: the chunks past it would only add
+  exact zeros. So rows packed at the front of a large static block cost only what they use,
+  and the generated rows need one compiled size (`generated_row_sizes`). Dropout draws chunk
+  i's mask from fold_in(key, i)."""
   n = x.shape[0]
   k = -(-n // chunk)
   pad = k * chunk - n
@@ -365,21 +371,21 @@ def _chunked_ce_grads(model, phi, x, y, valid, key, chunk: int):
     y = jnp.concatenate([y, jnp.zeros((pad,), y.dtype)], 0)
     valid = jnp.concatenate([valid, jnp.zeros((pad,), bool)], 0)
   params = model.trainable(phi)
+  xs, ys, vs = (x.reshape((k, chunk) + x.shape[1:]), y.reshape(k, chunk),
+                valid.reshape(k, chunk))
+  active = jnp.max(jnp.where(jnp.any(vs, 1), jnp.arange(1, k + 1), 0))   # chunks to visit
 
   def ce_sum(p, xc, yc, vc, i):
     logits, _ = model.server_train(model.with_trainable(phi, p), xc, jax.random.fold_in(key, i),
                                    vc)
     return losses.masked_sum_ce(logits, yc, vc)
 
-  def body(acc, xs):
-    xc, yc, vc, i = xs
-    total, g = jax.value_and_grad(ce_sum)(params, xc, yc, vc, i)
-    return tree_map(jnp.add, acc, (total, g)), None
+  def body(i, acc):
+    total, g = jax.value_and_grad(ce_sum)(params, xs[i], ys[i], vs[i], i)
+    return tree_map(jnp.add, acc, (total, g))
 
   init = (jnp.zeros((), jnp.float32), tree_map(jnp.zeros_like, params))
-  (total, grads), _ = jax.lax.scan(body, init, (
-      x.reshape((k, chunk) + x.shape[1:]), y.reshape(k, chunk), valid.reshape(k, chunk),
-      jnp.arange(k)))
+  total, grads = jax.lax.fori_loop(0, active, body, init)
   count = jnp.maximum(jnp.sum(valid.astype(jnp.float32)), 1.0)
   return total / count, tree_map(lambda g: g / count, grads)
 
@@ -390,21 +396,25 @@ def _finite(tree):
 
 def generated_rows(hp: GasHParams, labels, row_mask, seen) -> int:
   """Host side: the packed size for a server update's generated activations (`server_step`'s
-  "gen_rows"), from the buffer's labels [C, B] / row_mask and the labels seen before it:
-  sum_y max(B - n_y, 0) once every label has statistics, rounded up to a multiple of M*B/5
-  (at most 6 sizes, so at most 6 compilations), at most M*B."""
+  "gen_rows"), from the buffer's labels [C, B] / row_mask and the labels seen before it: the
+  smallest of `generated_row_sizes` that holds sum_y max(B - n_y, 0) (0 before every label has
+  statistics)."""
   m, b = hp.num_classes, hp.batch_size
   labels, row_mask = np.asarray(labels).reshape(-1), np.asarray(row_mask).reshape(-1)
   counts = np.bincount(labels[row_mask], minlength=m)[:m]
-  if not np.all(np.asarray(seen) | (counts > 0)):
-    return 0
-  total = int(np.sum(np.clip(b - counts, 0, b)))
+  total = 0
+  if np.all(np.asarray(seen) | (counts > 0)):
+    total = int(np.sum(np.clip(b - counts, 0, b)))
   return next(size for size in generated_row_sizes(hp) if size >= total)
 
 
 def generated_row_sizes(hp: GasHParams) -> list:
-  """Every packed size `generated_rows` can return: multiples of ceil(M*B/5) up to M*B."""
+  """Every packed size `generated_rows` can return. One pass: multiples of ceil(M*B/5) up to
+  M*B (at most 6 sizes, so at most 6 compilations). In chunks (`server_chunk`): M*B only, as
+  the chunked forward/backward skips the chunks past the last generated row anyway."""
   m, b = hp.num_classes, hp.batch_size
+  if hp.server_chunk:
+    return [m * b]
   unit = -(-m * b // 5)
   return sorted({min(k * unit, m * b) for k in range(6)})
 

@@ -111,9 +111,10 @@ class GasRunner:
     engine.precompile_compress(self.algo, self.compress_run, self.state.server)
 
   def precompile_server(self) -> None:
-    """Compiles the server update for every packed size of generated rows (`gas.generated_rows`:
-    at most 6) ahead of time, without running it; the runner otherwise compiles each size
-    the first time it occurs."""
+    """Compiles the server update for every packed size of generated rows
+    (`gas.generated_row_sizes`: one when the server runs in chunks, at most 6 in one pass) ahead
+    of time, without running it; the runner otherwise compiles each size the first time it
+    occurs."""
     if not self.algo.hparams.generate:
       return
     engine.precompile_compress(self.algo, self.compress_run, self.state.server)
