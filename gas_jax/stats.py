@@ -158,14 +158,18 @@ def refresh_factors(stats, need: jax.Array):
   return stats.replace(chol=chol, chol_fresh=stats.chol_fresh | todo)
 
 
-def sample(stats, key: jax.Array, num: int, need=None, impl: str = "") -> jax.Array:
+def sample(stats, key: jax.Array, num: int, need=None, impl: str = "",
+           rows=None) -> jax.Array:
   """num samples per label ([M, num, D]): mu_y + L_y z with the cached Cholesky factors, or
   mu_y + G_y^T z1 / sqrt(W_y) + sqrt(r_y) z2 with the square-root factor.
 
-  need [M] bool (optional): labels whose samples are used; the square-root factor's "loop"
-  sampler (`sampler_impl`, impl "" = the backend's default) returns the mean for the others."""
+  need [M] bool (optional): labels whose samples are used; rows [M] int (optional): only label
+  y's first rows[y] samples are used. The square-root factor's "loop" sampler (`sampler_impl`,
+  impl "" = the backend's default) returns the mean for the others, and computes label y's
+  samples for rows[y] rounded up to one of a few sizes (multiples of 8 up to 32 rows); the
+  samples it computes are the same whatever rows says."""
   if isinstance(stats, SqrtStats):
-    return sample_sqrt(stats, key, num, need, impl)
+    return sample_sqrt(stats, key, num, need, impl, rows)
   if isinstance(stats, DiagStats):
     z = jax.random.normal(key, (stats.num_labels, num, stats.dim), stats.mean.dtype)
     sd = jnp.sqrt(jnp.maximum(stats.var, 0.0) + stats.jitter[:, None])

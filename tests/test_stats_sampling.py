@@ -70,3 +70,23 @@ def test_loop_sampler_after_a_compression():
   batched = jax.jit(lambda s, k: stats.sample(s, k, 4, impl="batched"))(st, key)
   np.testing.assert_allclose(np.asarray(loop)[:3], np.asarray(batched)[:3], rtol=1e-5,
                              atol=1e-6)
+
+
+def test_loop_sampler_computes_only_the_rows_used():
+  """rows [M]: label y's first rows[y] samples are those of the full draw (the normals do not
+  depend on how many rows are drawn); the sampler computes rows[y] rounded up to a multiple of
+  8 (or to num), and the rows past that, like labels with no rows, hold the mean."""
+  st = _stats(48)
+  key = jax.random.key(4)
+  num, rows = 20, np.array([3, 0, 17, 9])
+  assert sqrt_stats._row_sizes(num) == [8, 16, 20] and sqrt_stats._row_sizes(5) == [5]
+  assert sqrt_stats._row_sizes(32) == [8, 16, 24, 32]
+  assert sqrt_stats._row_sizes(20000) == [5000, 10000, 15000, 20000]
+  out = np.asarray(jax.jit(lambda s, k, r: stats.sample(s, k, num, rows=r, impl="loop"))(
+      st, key, jnp.asarray(rows)))
+  full = np.asarray(jax.jit(lambda s, k: stats.sample(s, k, num, impl="batched"))(st, key))
+  mean = np.asarray(st.mean)
+  for y, (n, computed) in enumerate(zip(rows, [8, 0, 20, 16])):
+    np.testing.assert_allclose(out[y, :n], full[y, :n], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(out[y, computed:], np.broadcast_to(mean[y], (num - computed, D)))
+  assert not np.allclose(out[0, 3:8], mean[0])          # computed rows past rows[y] are samples

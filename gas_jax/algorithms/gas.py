@@ -174,7 +174,7 @@ def build(model, hp: GasHParams) -> Algorithm:
       need &= (server_updates % hp.stats_refresh_every == 0) | ~stats_lib.factored(st)
     st = stats_lib.refresh_factors(st, need)
     n_gen = jnp.where(all_seen, jnp.clip(b - counts, 0, b), 0)    # label y's first n_gen[y]
-    fake = stats_lib.sample(st, key, b, need=n_gen > 0)
+    fake = stats_lib.sample(st, key, b, need=n_gen > 0, rows=n_gen)
     overflow = jnp.zeros((), bool)
     if gen_rows is None:    # M*B rows, masked
       gx = fake.reshape(m * b, dim)
