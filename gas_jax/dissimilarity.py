@@ -10,7 +10,8 @@ from gas_jax import losses
 def gradient_dissimilarity(model, phi, theta_glob, last_batch, test_x, test_y):
   """Paper Fig. 2a / spec §1.10: V = mean over parameter tensors of ||g_batch - g_true||^2, with
   g_batch the server gradient on the last server-update batch (after generation) and g_true the
-  mean server gradient over test minibatches test_x [nb, bs, ...] through theta_glob, both at phi."""
+  mean server gradient over test minibatches test_x [nb, bs, ...] through theta_glob, both at
+  phi."""
   x, y, valid = last_batch
   g_batch = jax.grad(lambda p: losses.masked_mean_ce(model.server_apply(p, x), y, valid))(phi)
 

@@ -227,8 +227,8 @@ def run_server_update(algo, server_run, compress_run, sstate, buffer, *args):
 
 
 def check_gen_rows(server_outputs) -> None:
-  """Raises if a server update needed more generated rows than `plan_server_update` packed, or a label's
-  factor had no room for its merge (host/device disagreements that would drop rows)."""
+  """Raises if a server update needed more generated rows than `plan_server_update` packed, or
+  a label's factor had no room for its merge (host/device disagreements that would drop rows)."""
   for o in server_outputs:
     if o is None:
       continue

@@ -10,8 +10,10 @@ every cohort size and packed server size, runs `--warmup` global iterations, the
 - each device call alone (its state threaded through, blocking after each call; the median of
   `--reps`): a cohort of every bucketed size, with the cohorts' convolution
   (`layers.cohort_conv_impl`) and with the other one (im2col or XLA's); the server update with
-  and without generation on the run's last buffer; the statistics' merge, the sampling, and `generate` as a whole (merge + sampling + packing,
-  compressions amortised: `generation_s`, see `bench_run.generation_seconds`);
+  and without generation on the run's last buffer; the statistics' merge, the sampling (all B
+  rows of every label: the server update's own sampling computes only the rows it uses), and
+  `generate` as a whole (merge + sampling + packing, compressions amortised: `generation_s`,
+  see `bench_run.generation_seconds`);
 - `device_s_per_global_iter`: the sum of those parts weighted by how often they occur, so
   `wall - device` is what the host adds (scheduling, batches, dispatch, synchronisation);
 - both matmul peaks: fp32 (`HIGHEST`) and the backend's default precision (TF32 on recent

@@ -92,7 +92,8 @@ class GasRunner:
                   else ctx.clients.sizes.astype(np.float64))
     self.client_steps = 0
     if cfg.grad_dissimilarity.enabled:
-      self._dissimilarity = jax.jit(functools.partial(dissimilarity.gradient_dissimilarity, ctx.model))
+      self._dissimilarity = jax.jit(
+          functools.partial(dissimilarity.gradient_dissimilarity, ctx.model))
 
   def precompile(self) -> None:
     """Compiles every cohort size the schedule can produce (cohorts hold distinct slots, so at
