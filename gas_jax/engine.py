@@ -199,14 +199,21 @@ def plan_server_update(algo, sstate, buffer) -> Tuple[Optional[int], List[int]]:
     return None, []
   st = sstate.stats
   sqrt = isinstance(st, stats_lib.SqrtStats)
-  labels, mask, tags, seen, used = jax.device_get(
-      (buffer.labels, buffer.row_mask, buffer.tags, st.seen, st.used if sqrt else None))
+  host = jax.device_get((buffer.labels, buffer.row_mask, buffer.tags, st.seen,
+                         st.used if sqrt else None))
+  return plan_from_host(hp, *host, st.rows.shape[-2] if sqrt else 0)
+
+
+def plan_from_host(hp, labels, mask, tags, seen, used, capacity: int):
+  """`plan_server_update` from host copies of the buffer's labels [C, B], row_mask [C, B],
+  tags [C] and the statistics' seen [M] and rows in use [M] (None: no square-root factor,
+  whose rows per label are `capacity`)."""
   rows = gas.generated_rows(hp, labels, mask, seen)
-  if not sqrt:
+  if used is None:
     return rows, []
   w = np.where(mask, np.asarray(tags)[:, None], 0.0).reshape(-1)
   full = stats_lib.overflowing(np.asarray(used), np.asarray(seen), np.asarray(labels).reshape(-1),
-                               w, hp.stats_block, st.rows.shape[1], xp=np)
+                               w, hp.stats_block, capacity, xp=np)
   return rows, [int(y) for y in np.flatnonzero(full)]
 
 

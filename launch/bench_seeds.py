@@ -8,6 +8,11 @@ for one seed and for `--seeds` in one program (`execution.vmap_seeds=1`), each f
 global iterations, and writes JSON with the mean wall seconds per global iteration of each
 (first iteration, which compiles, excluded) and `per_seed_speedup` = S * single / multi (S = the
 speed-up over running the seeds one after another).
+
+With `--parts`, every device call of the two runs (cohorts or client steps, server updates,
+compressions) is blocked on and timed instead, and the JSON gives, per run, each kind's calls
+per global iteration and mean milliseconds per call: where the seeds' time goes. The walls
+are then those of blocked calls.
 """
 import json
 import os
@@ -22,12 +27,39 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from gas_jax import train  # noqa: E402
 from gas_jax.data import sources  # noqa: E402
 from gas_jax.data import real  # noqa: E402
+from gas_jax.runners import gas_runner, seeds_runner  # noqa: E402
+from bench_run import Timed  # noqa: E402  (launch/)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.")
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds of the vmapped run.")
 _ITERS = flags.DEFINE_integer("iters", 10, "Global iterations per run.")
 _OUT = flags.DEFINE_string("out", None, "Output JSON file.")
 _SYNTH_TRAIN = flags.DEFINE_integer("synthetic_train", 5000, "Synthetic train-set size.")
+_PARTS = flags.DEFINE_bool("parts", False, "Block on and time every device call (see above).")
+
+CALLS = ("client_run", "cohort_run", "server_run", "compress_run")
+
+
+def _time_calls(timers: dict):
+  """Wraps the runners' jitted calls in `Timed` once they are compiled (after `precompile`,
+  which the runners call when they run cohorts); `timers` collects them per runner class."""
+  for cls in (gas_runner.GasRunner, seeds_runner.SeedsGasRunner):
+    orig = cls.precompile
+
+    def precompile(self, orig=orig, name=cls.__name__):
+      orig(self)
+      for call in CALLS:
+        if hasattr(self, call):
+          setattr(self, call, Timed(getattr(self, call)))
+      timers[name] = {c: getattr(self, c) for c in CALLS if hasattr(self, c)}
+
+    cls.precompile = precompile
+
+
+def _parts(timers: dict, iters: int) -> dict:
+  return {run: {c: dict(calls_per_iter=t.calls / iters,
+                        ms_per_call=1e3 * t.total / t.calls if t.calls else None)
+                for c, t in calls.items()} for run, calls in timers.items()}
 
 
 def _run(config, workdir):
@@ -54,6 +86,9 @@ def main(argv):
   config.num_global_iters = _ITERS.value
   config.checkpoint_every = 10 ** 6
   seeds = tuple(int(s) for s in _SEEDS.value)
+  timers = {}
+  if _PARTS.value:
+    _time_calls(timers)
   with tempfile.TemporaryDirectory() as tmp:
     single = _run(config, os.path.join(tmp, "single"))
     config.seeds = seeds
@@ -63,7 +98,9 @@ def main(argv):
              config=config.data.name, model=f"{config.model.name}/{config.model.split}",
              synthetic_data=synthetic, iters=_ITERS.value, seeds=list(seeds),
              single_wall_s_per_global_iter=single, seeds_wall_s_per_global_iter=multi,
-             per_seed_speedup=len(seeds) * single / multi)
+             per_seed_speedup=len(seeds) * single / multi, blocked_calls=_PARTS.value)
+  if timers:
+    out["parts"] = _parts(timers, _ITERS.value)
   text = json.dumps(out, indent=2)
   print(text)
   if _OUT.value:

@@ -40,6 +40,12 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config.")
 _OUT = flags.DEFINE_string("out", None, "Output JSON file.")
 _ITERS = flags.DEFINE_integer("iters", 3, "Timed global iterations (after one warm-up).")
 _SYNTH_TRAIN = flags.DEFINE_integer("synthetic_train", 5000, "Synthetic train-set size.")
+_PEAK_EACH = flags.DEFINE_bool(
+    "peak_each_iter", True, "Measure the matmul peak again before every timed iteration (a "
+    "shared CPU's rate drifts); off: at the start and after the timed iterations only (on a "
+    "GPU a second of full-power matmuls just before an iteration can slow it).")
+_NOGEN = flags.DEFINE_bool("nogen", True, "Also time the server update without generation "
+                           "(generation_total_fraction; a second build and compilation).")
 
 
 def measure(config, iters, peaks=None):
@@ -54,7 +60,7 @@ def measure(config, iters, peaks=None):
   runner.run_iteration()                         # warm-up: compilation
   infos, wall = [], 0.0
   for _ in range(iters):
-    if peaks is not None:
+    if peaks is not None and _PEAK_EACH.value:
       peaks.append(matmul_peak_gflops())
     t = time.perf_counter()
     infos.append(runner.run_iteration())
@@ -65,8 +71,10 @@ def measure(config, iters, peaks=None):
   runner.cohort_run = cohort_run = Timed(runner.cohort_run)
   runner.server_run = server_run = Timed(runner.server_run)
   steps0 = runner.client_steps
+  if peaks is not None and not _PEAK_EACH.value:
+    peaks.append(matmul_peak_gflops())
   for _ in range(iters):
-    if peaks is not None:
+    if peaks is not None and _PEAK_EACH.value:
       peaks.append(matmul_peak_gflops())
     infos.append(runner.run_iteration())
   client_run.total += cohort_run.total
@@ -99,6 +107,7 @@ def main(argv):
   if config.generate and config.algorithm == "gas":
     gen_parts = generation_seconds(runner)
     gen_fraction = gen_parts["generation_s"] * updates_per_iter / wall
+  if gen_parts and _NOGEN.value:
     nogen = config.copy_and_resolve_references()
     nogen.generate = False
     _, _, _, _, _, _, srun0 = measure(nogen, 1)

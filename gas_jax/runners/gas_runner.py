@@ -97,8 +97,9 @@ class GasRunner:
 
   def precompile(self) -> None:
     """Compiles every cohort size the schedule can produce (cohorts hold distinct slots, so at
-    most C events) by running padding-only cohorts, which change nothing: no compilation
-    happens later, inside the timed global iterations."""
+    most C events) by running padding-only cohorts, which change nothing, and the server
+    update's packed sizes (`precompile_server`): no compilation happens later, inside the
+    timed global iterations."""
     c = self.cfg.clients.participating
     n_dev = 1 if self.mesh is None else self.mesh.size
     limit = c if self.cohort_size == 0 else min(c, self.cohort_size)
@@ -109,7 +110,7 @@ class GasRunner:
                                    engine.padding_events(self.cfg.clients.batch_size, size),
                                    self.step_key)
     self.state = self.state.replace(client=cs, buffer=buf)
-    engine.precompile_compress(self.algo, self.compress_run, self.state.server)
+    self.precompile_server()
 
   def precompile_server(self) -> None:
     """Compiles the server update for every packed size of generated rows

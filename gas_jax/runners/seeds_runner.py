@@ -9,7 +9,7 @@ import numpy as np
 from gas_jax import engine
 from gas_jax.algorithms import gas
 from gas_jax.runners import RunContext
-from gas_jax.runners import gas_runner
+from gas_jax.runners import gas_runner, seeds_steps
 from gas_jax.system import scheduler as scheduler_lib
 
 tree_map = jax.tree_util.tree_map
@@ -43,10 +43,10 @@ def vmap_seeds(config) -> bool:
 class SeedsGasRunner:
   """GAS over S seeds at once. `contexts[s]` is the RunContext of seed s (same shapes).
 
-  Vmapped (the client steps of all seeds in one call; client states and activation buffers have
-  a leading seed axis; the server updates run per seed) or, with `vmapped=False`, a host loop
-  over the seeds' own states through the single-run jitted steps. Both give each seed the
-  numbers of its separate run."""
+  Vmapped (the client steps of all seeds in one call, and the server updates of all seeds in
+  one call: every state has a leading seed axis) or, with `vmapped=False`, a host loop over
+  the seeds' own states through the single-run jitted steps. Both give each seed the numbers
+  of its separate run."""
 
   def __init__(self, contexts: List[RunContext], generate: bool, vmapped: bool):
     cfg = contexts[0].config
@@ -64,13 +64,13 @@ class SeedsGasRunner:
     self.server_keys = [jax.random.fold_in(k, 2) for k in keys]
     aug = gas_runner.augmenter(cfg)
     if vmapped:
-      # Client steps are vmapped over seeds; server updates run per seed (a vmapped server
-      # update turns the statistics' conditional QR compressions into selects that always
-      # compute both branches: measured 18x slower than three separate updates on digits).
+      # Client steps and server updates are vmapped over seeds. The statistics' compressions
+      # run from the host, one seed's label at a time (`seeds_steps.make_compress_runner`):
+      # vmapped, their QR's branches would become selects computing both.
       self.state = _stack([(st.client, st.buffer) for st in states])
-      self.servers = [st.server for st in states]
-      self.phi = _stack([st.server.server for st in states])
+      self.servers = _stack([st.server for st in states])
       self.step_keys = jnp.stack(self.step_keys)
+      self.server_keys = jnp.stack(self.server_keys)
       self.data = dict(x=contexts[0].data["x"], y=contexts[0].data["y"],
                        log_prior=jnp.stack([ctx.data["log_prior"] for ctx in contexts]))
       data_axes = dict(x=None, y=None, log_prior=0)
@@ -83,18 +83,14 @@ class SeedsGasRunner:
       self.cohort_run = jax.jit(jax.vmap(engine.cohort_event(self.algo, augment=aug),
                                          in_axes=(0, 0, 0, data_axes, 0, 0)),
                                 donate_argnums=(0, 1))
-      server = engine.server_event(self.algo)
-      self.server_run = jax.jit(
-          lambda ss, bufs, s, it, key, gen_rows=None, room_made=False: server(
-              ss, tree_map(lambda a: a[s], bufs), it, key, gen_rows, room_made),
-          donate_argnums=(0,), static_argnames=("gen_rows", "room_made"))
-      self.stack = jax.jit(lambda *phis: _stack(phis))
+      self.server_run = seeds_steps.make_server_runner(self.algo)
+      self.compress_run = seeds_steps.make_compress_runner(self.algo)
     else:
       self.cohort_size = 1
       self.states = states
       self.client_run = engine.make_client_runner(self.algo, augment=aug)
       self.server_run = engine.make_server_runner(self.algo)
-    self.compress_run = engine.make_compress_runner(self.algo)
+      self.compress_run = engine.make_compress_runner(self.algo)
     self.agg_w = [np.ones(cfg.clients.num) if cfg.clients.aggregation == "uniform"
                   else ctx.clients.sizes.astype(np.float64) for ctx in contexts]
     self.client_steps = np.zeros(self.S, np.int64)
@@ -114,7 +110,8 @@ class SeedsGasRunner:
 
   def _next_cohort(self, s: int) -> list:
     """Seed s's next cohort, by `engine.cohorts`' rules: distinct slots, ends after a server
-    update or an aggregation, at most cohort_size events (0 = unbounded)."""
+    update or an aggregation, at most cohort_size events (0 = unbounded). A list of (event,
+    arrays)."""
     group, slots = [], set()
     while True:
       item = self.lookahead[s] or self._pull(s)
@@ -128,33 +125,60 @@ class SeedsGasRunner:
       if ev.server_update or ev.aggregate:
         return group
 
+  def _next_segment(self, s: int) -> list:
+    """Seed s's cohorts up to its next server update or aggregation (a list of cohorts)."""
+    groups = [self._next_cohort(s)]
+    while not (groups[-1][-1][0].server_update or groups[-1][-1][0].aggregate):
+      groups.append(self._next_cohort(s))
+    return groups
+
   def precompile(self) -> None:
-    """Compiles every padded cohort length before training (padding changes nothing)."""
+    """Compiles, before training, every padded cohort length (padding changes nothing), the
+    compression and the server update for every packed size of generated rows."""
     c = self.cfg.clients.participating
     limit = c if self.cohort_size == 0 else min(c, self.cohort_size)
     cs, buf = self.state
     for size in sorted({engine.bucket(n) for n in range(1, limit + 1)}):
       pad = engine.padding_events(self.cfg.clients.batch_size, size)
       stacked = {k: np.stack([v] * self.S) for k, v in pad.items()}
-      cs, buf, _ = self.cohort_run(cs, buf, self.phi, self.data, stacked, self.step_keys)
+      cs, buf, _ = self.cohort_run(cs, buf, self.servers.server, self.data, stacked,
+                                   self.step_keys)
     self.state = (cs, buf)
-    engine.precompile_compress(self.algo, self.compress_run, self.servers[0])
+    hp = self.algo.hparams
+    if not getattr(hp, "generate", False):
+      return
+    if hasattr(self.servers.stats, "rows"):
+      self.compress_run.lower(self.servers, np.int32(0), np.int32(0)).compile()
+    its, due = np.zeros(self.S, np.int32), np.zeros(self.S, bool)
+    for rows in gas.generated_row_sizes(hp):
+      self.server_run.lower(self.servers, buf, its, self.server_keys, due, gen_rows=rows,
+                            room_made=True).compile()
 
   def _server_updates(self, last_events, buf):
-    """Per-seed server updates after the seeds' steps whose last event triggers one."""
-    s_out = [None] * self.S
-    for s, ev in enumerate(last_events):
-      if ev is None or not ev.server_update:
-        continue
-      self.server_updates[s] += 1
-      it = np.int32(self.schedulers[s].global_iters - int(ev.aggregate))
-      ss, rows = engine.make_room(self.algo, self.compress_run, self.servers[s],
-                                  tree_map(lambda a: a[s], buf))
-      self.servers[s], s_out[s] = self.server_run(ss, buf, np.int32(s), it, self.server_keys[s],
-                                                  gen_rows=rows, room_made=True)
-    if any(o is not None for o in s_out):
-      self.phi = self.stack(*[ss.server for ss in self.servers])
-    return s_out
+    """The server updates of the seeds whose last event triggers one, in one vmapped call
+    (`seeds_steps`), after the compressions their merges need. Returns (metrics [S] or None,
+    due [S])."""
+    due = np.array([ev is not None and ev.server_update for ev in last_events])
+    if not due.any():
+      return None, due
+    self.server_updates += due
+    its = np.array([self.schedulers[s].global_iters - int(ev.aggregate) if due[s] else 0
+                    for s, ev in enumerate(last_events)], np.int32)
+    st, hp = self.servers.stats, self.algo.hparams
+    sqrt = hasattr(st, "rows")
+    host = jax.device_get((buf.labels, buf.row_mask, buf.tags, st.seen,
+                           st.used if sqrt else None))
+    rows = []
+    for s in np.flatnonzero(due):
+      r, full = engine.plan_from_host(hp, *[None if a is None else a[s] for a in host],
+                                      st.rows.shape[-2] if sqrt else 0)
+      rows.append(r)
+      for y in full:
+        self.servers = self.compress_run(self.servers, np.int32(s), np.int32(y))
+    gen_rows = None if rows[0] is None else max(rows)   # seeds pack to the largest size
+    self.servers, out = self.server_run(self.servers, buf, its, self.server_keys, due,
+                                        gen_rows=gen_rows, room_made=True)
+    return out, due
 
   def tick(self, active: np.ndarray):
     """Advances every active seed by one event, or by one cohort in the cohort mode (and runs
@@ -164,16 +188,24 @@ class SeedsGasRunner:
     outputs are device values not yet fetched (ticks queue up on the device) -
     `seed_outputs` turns fetched outputs into per-seed ones."""
     if self.vmapped and self.cohort_size != 1:
+      # One segment per seed: its cohorts, j-th cohorts of all seeds in one call (padded to a
+      # common bucketed length), then the seeds' server updates in one call.
       cs, buf = self.state
-      groups = [self._next_cohort(s) if active[s] else [] for s in range(self.S)]
-      length = engine.bucket(max(len(g) for g in groups))
-      pad = engine.padding_events(self.cfg.clients.batch_size, length)
-      per_seed = [engine.stack_events([a for _, a in g], length) if g else pad for g in groups]
-      stacked = {k: np.stack([p[k] for p in per_seed]) for k in pad}
-      cs, buf, c_out = self.cohort_run(cs, buf, self.phi, self.data, stacked, self.step_keys)
+      segs = [self._next_segment(s) if active[s] else [] for s in range(self.S)]
+      c_outs = []
+      for j in range(max(len(g) for g in segs)):
+        groups = [g[j] if j < len(g) else [] for g in segs]
+        length = engine.bucket(max(len(g) for g in groups))
+        pad = engine.padding_events(self.cfg.clients.batch_size, length)
+        per_seed = [engine.stack_events([a for _, a in g], length) if g else pad
+                    for g in groups]
+        stacked = {k: np.stack([p[k] for p in per_seed]) for k in pad}
+        cs, buf, c_out = self.cohort_run(cs, buf, self.servers.server, self.data, stacked,
+                                         self.step_keys)
+        c_outs.append((c_out, [len(g) for g in groups]))
       self.state = (cs, buf)
-      events = [[ev for ev, _ in g] for g in groups]
-      return events, (c_out, self._server_updates([e[-1] if e else None for e in events], buf))
+      events = [[ev for g in seg for ev, _ in g] for seg in segs]
+      return events, (c_outs, self._server_updates([e[-1] if e else None for e in events], buf))
     pulled = [self._pull(s) if active[s] else None for s in range(self.S)]
     events = [[p[0]] if p else [] for p in pulled]
     if not self.vmapped:
@@ -199,25 +231,29 @@ class SeedsGasRunner:
     arrays = [p[1] if p is not None else template for p in pulled]
     stacked = {k: np.stack([a[k] for a in arrays]) for k in template}
     cs, buf = self.state
-    cs, buf, c_out = self.client_run(cs, buf, self.phi, self.data, stacked, self.step_keys,
-                                     np.asarray(active, bool))
+    cs, buf, c_out = self.client_run(cs, buf, self.servers.server, self.data, stacked,
+                                     self.step_keys, np.asarray(active, bool))
     self.state = (cs, buf)
-    return events, (c_out, self._server_updates([p[0] if p else None for p in pulled], buf))
+    ones = [int(p is not None) for p in pulled]
+    return events, ([(c_out, ones)],
+                    self._server_updates([p[0] if p else None for p in pulled], buf))
 
   def seed_outputs(self, fetched, s: int, n: int):
     """Seed s's (client metrics [n], server metrics or None) from a fetched `tick` output
     whose events[s] had n events."""
     if not self.vmapped:
       c_out, s_out = fetched[s]
-    else:
-      c_out, s_out = {k: v[s] for k, v in fetched[0].items()}, fetched[1][s]
-    return {k: np.atleast_1d(v)[:n] for k, v in c_out.items()}, s_out
+      return {k: np.atleast_1d(v)[:n] for k, v in c_out.items()}, s_out
+    c_outs, (s_out, due) = fetched
+    c = {k: np.concatenate([np.atleast_1d(o[k][s])[:ns[s]] for o, ns in c_outs])
+         for k in c_outs[0][0]}
+    return c, ({k: v[s] for k, v in s_out.items()} if due[s] else None)
 
   def seed_state(self, s: int) -> gas.GasState:
     if not self.vmapped:
       return self.states[s]
-    cs, buf = tree_map(lambda a: a[s], self.state)
-    return gas.GasState(client=cs, server=self.servers[s], buffer=buf)
+    (cs, buf), ss = tree_map(lambda a: a[s], (self.state, self.servers))
+    return gas.GasState(client=cs, server=ss, buffer=buf)
 
   def eval_params(self, s: int):
     """(theta_glob, phi) of seed s."""
@@ -227,14 +263,13 @@ class SeedsGasRunner:
   def device_state(self):
     """Every seed's device state (the multi-seed checkpoint's `state` item)."""
     return list(self.states) if not self.vmapped else dict(stacked=self.state,
-                                                           servers=list(self.servers))
+                                                           servers=self.servers)
 
   def load_device_state(self, device) -> None:
     if not self.vmapped:
       self.states = list(device)
       return
-    self.state, self.servers = tuple(device["stacked"]), list(device["servers"])
-    self.phi = self.stack(*[ss.server for ss in self.servers])
+    self.state, self.servers = tuple(device["stacked"]), device["servers"]
 
   def host_state(self) -> dict:
     look = [None if item is None else dict(

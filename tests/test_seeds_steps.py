@@ -1,0 +1,96 @@
+"""The seeds' server-side calls on stacked states (`gas_jax.runners.seeds_steps`).
+
+Digits (cnn_small) with generation on, three seeds with random buffers: one vmapped server
+update of the seeds that are due equals their separate updates (within float32 rounding: the
+matmuls gain a batch axis), a seed not due keeps every leaf of its state bit for bit, and a
+compression of one seed's label inside the stacked statistics equals `algo.compress` on that
+seed alone while the other seeds stay bit for bit.
+"""
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from configs import digits
+from gas_jax import engine, train
+from gas_jax.algorithms import gas
+from gas_jax.runners import seeds_steps
+
+S = 3
+
+
+def _setup():
+  c = digits.get_config()
+  ctx = train.build_context(c)
+  hp = gas.hparams_from_config(c, ctx.dataset.num_classes, True)
+  algo = gas.build(ctx.model, hp)
+  servers = [algo.init(jax.random.key(s)).server for s in range(S)]
+  return c, algo, servers
+
+
+def _buffer(rng, algo, like):
+  m, (cc, b, d) = algo.hparams.num_classes, like.acts.shape
+  return like.replace(acts=jnp.asarray(rng.normal(size=(cc, b, d)), jnp.float32),
+                      labels=jnp.asarray(rng.integers(0, m, (cc, b)), jnp.int32),
+                      row_mask=jnp.asarray(rng.random((cc, b)) < 0.9),
+                      tags=jnp.asarray(rng.integers(1, 4, cc), jnp.float32))
+
+
+def _stack(trees):
+  return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _seed(tree, s):
+  return jax.tree_util.tree_map(lambda a: a[s], tree)
+
+
+def test_vmapped_server_update_equals_separate_ones_and_skips_seeds_not_due():
+  _, algo, servers = _setup()
+  like = algo.init(jax.random.key(0)).buffer
+  rng = np.random.default_rng(0)
+  single = engine.make_server_runner(algo)
+  vmapped = seeds_steps.make_server_runner(algo)
+  keys = [jax.random.fold_in(jax.random.key(s), 2) for s in range(S)]
+  stacked = _stack(servers)
+  # Round 0: every seed is due; round 1: seeds 0 and 2 only.
+  for rnd, due in enumerate([np.array([True] * S), np.array([True, False, True])]):
+    bufs = [_buffer(rng, algo, like) for _ in range(S)]
+    rows = [engine.plan_server_update(algo, servers[s], bufs[s])[0] for s in range(S)]
+    gen_rows = max(r for r, d in zip(rows, due) if d)
+    before = jax.device_get(stacked)
+    stacked, out = vmapped(stacked, _stack(bufs), np.full(S, rnd, np.int32), jnp.stack(keys),
+                           due, gen_rows=gen_rows, room_made=True)
+    for s in range(S):
+      if not due[s]:
+        chex.assert_trees_all_equal(_seed(stacked, s), _seed(before, s))
+        continue
+      servers[s], o = single(servers[s], bufs[s], np.int32(rnd), keys[s], gen_rows=gen_rows,
+                             room_made=True)
+      chex.assert_trees_all_close(_seed(stacked, s), servers[s], rtol=1e-5, atol=1e-6)
+      np.testing.assert_allclose(out["server_loss"][s], o["server_loss"], rtol=1e-5)
+      assert int(out["generated"][s]) == int(o["generated"])
+      assert int(o["generated"]) > 0     # every label is seen after the first merge
+      assert not bool(out["stats_overflow"][s]) and not bool(out["gen_overflow"][s])
+
+
+def test_compress_one_seed_in_the_stack_equals_compressing_it_alone():
+  _, algo, servers = _setup()
+  like = algo.init(jax.random.key(0)).buffer
+  rng = np.random.default_rng(1)
+  single = engine.make_server_runner(algo)
+  for s in range(S):
+    for it in range(2):
+      servers[s], _ = single(servers[s], _buffer(rng, algo, like), np.int32(it),
+                             jax.random.key(it), room_made=True)
+  stacked = _stack(servers)
+  used = np.asarray(stacked.stats.used)
+  assert 0 < used[1, 3] < stacked.stats.mean.shape[-1]    # rows merged, not yet D
+  before = jax.device_get(stacked)
+  out = seeds_steps.make_compress_runner(algo)(stacked, np.int32(1), np.int32(3))
+  alone = jax.jit(algo.compress)(servers[1], np.int32(3))
+  chex.assert_trees_all_close(_seed(out, 1), alone, rtol=1e-6, atol=1e-6)
+  for s in (0, 2):
+    chex.assert_trees_all_equal(_seed(out, s), _seed(before, s))
+  # The compression did something: label 3's rows in use changed, and nothing else's.
+  changed = np.asarray(out.stats.used) != used
+  assert changed[1, 3] and changed.sum() == 1
