@@ -16,9 +16,17 @@ D = 4096 and m = 4608 (AlexNet L2's factor): about 1.6-1.8 s against 2.6-2.8 s f
 `jnp.linalg.qr(mode="r")` of the whole factor (`python launch/benchmark_qr.py`,
 docs/benchmarks.md). 512-column blocks measured best there: narrower LAPACK panels or a second
 level of blocking made the trailing products less efficient or added many small operations.
+
+Every product runs at `HIGHEST` precision: JAX's default on recent GPUs is TensorFloat-32 (a
+10-bit mantissa), which would perturb R' by ~1e-3 relative at every compression.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
+
+HIGHEST = jax.lax.Precision.HIGHEST
+_mm = functools.partial(jnp.matmul, precision=HIGHEST)
 
 
 def _larft(vb: jax.Array, tau: jax.Array) -> jax.Array:
@@ -30,7 +38,7 @@ def _larft(vb: jax.Array, tau: jax.Array) -> jax.Array:
   products instead of LAPACK larft's k sequential matrix-vector steps. A zero tau (a column
   already zero below the diagonal) gives H_i = I and a zero row and column of T."""
   k = tau.shape[0]
-  g = vb.T @ vb
+  g = _mm(vb.T, vb)
   size = 1 << max(k - 1, 0).bit_length()            # pad to a power of two with tau = 0
   if size != k:
     g = jnp.pad(g, ((0, size - k), (0, size - k)))
@@ -42,7 +50,7 @@ def _larft(vb: jax.Array, tau: jax.Array) -> jax.Array:
     blocks = g.reshape(size // s, s, size // s, s)
     g12 = blocks[2 * jnp.arange(n), :, 2 * jnp.arange(n) + 1, :]          # [n, s, s]
     t1, t2 = t[0::2], t[1::2]
-    t12 = -jnp.einsum("nab,nbc,ncd->nad", t1, g12, t2)
+    t12 = -jnp.einsum("nab,nbc,ncd->nad", t1, g12, t2, precision=HIGHEST)
     zero = jnp.zeros_like(t1)
     t = jnp.concatenate([jnp.concatenate([t1, t12], 2), jnp.concatenate([zero, t2], 2)], 1)
     s *= 2
@@ -65,9 +73,9 @@ def _blocked(r, p, widths):
     rjj, vb, tau = _blocked(r[j0:j1, j0:j1], p[:, j0:j1], widths[1:])
     r = r.at[j0:j1, j0:j1].set(rjj)
     if j1 < d:
-      w = _larft(vb, tau).T @ (r[j0:j1, j1:] + vb.T @ p[:, j1:])      # T^T V^T [R_j*; P_*]
+      w = _mm(_larft(vb, tau).T, r[j0:j1, j1:] + _mm(vb.T, p[:, j1:]))   # T^T V^T [R_j*; P_*]
       r = r.at[j0:j1, j1:].add(-w)
-      p = p.at[:, j1:].add(-(vb @ w))
+      p = p.at[:, j1:].add(-_mm(vb, w))
     vbs.append(vb)
     taus.append(tau)
   return r, jnp.concatenate(vbs, 1), jnp.concatenate(taus)

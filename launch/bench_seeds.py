@@ -1,13 +1,16 @@
-r"""Benchmark of the runs axis: S vmapped seeds against one seed, same config, same machine.
+r"""Benchmark of the runs axis: S vmapped seeds against their separate runs, same machine.
 
     python launch/bench_seeds.py --config=configs/cifar10.py --seeds=0,1,2 --iters=10 \
         --out=seeds.json
 
 Runs `train_and_evaluate` (synthetic inputs of the dataset's shapes when the dataset is absent)
-for one seed and for `--seeds` in one program (`execution.vmap_seeds=1`), each for `--iters`
-global iterations, and writes JSON with the mean wall seconds per global iteration of each
-(first iteration, which compiles, excluded) and `per_seed_speedup` = S * single / multi (S = the
-speed-up over running the seeds one after another).
+for each seed alone and for `--seeds` in one program (`execution.vmap_seeds=1`), each for
+`--iters` global iterations, and writes JSON with the mean wall seconds per global iteration of
+each (first iteration, which compiles, excluded): `single_wall_s_per_global_iter` (the first
+seed's), `separate_wall_s_per_global_iter` (a list: each seed's separate run; the seeds'
+schedules differ, so their runs cost different times), `seeds_wall_s_per_global_iter` and
+`per_seed_speedup` = the separate runs' sum / the vmapped run (S = the speed-up over running
+the seeds one after another).
 
 With `--parts`, every device call of the two runs (cohorts or client steps, server updates,
 compressions) is blocked on and timed instead, and the JSON gives, per run, each kind's calls
@@ -46,11 +49,13 @@ def _time_calls(timers: dict):
   for cls in (gas_runner.GasRunner, seeds_runner.SeedsGasRunner):
     orig = cls.precompile
 
-    def precompile(self, orig=orig, name=cls.__name__):
+    def precompile(self, orig=orig):
       orig(self)
       for call in CALLS:
         if hasattr(self, call):
           setattr(self, call, Timed(getattr(self, call)))
+      name = ("seeds" if isinstance(self, seeds_runner.SeedsGasRunner)
+              else f"seed{self.cfg.seed}")
       timers[name] = {c: getattr(self, c) for c in CALLS if hasattr(self, c)}
 
     cls.precompile = precompile
@@ -90,15 +95,19 @@ def main(argv):
   if _PARTS.value:
     _time_calls(timers)
   with tempfile.TemporaryDirectory() as tmp:
-    single = _run(config, os.path.join(tmp, "single"))
+    singles = []
+    for s in seeds:
+      config.seed = s
+      singles.append(_run(config, os.path.join(tmp, f"single{s}")))
     config.seeds = seeds
     config.execution.vmap_seeds = 1
     multi = _run(config, os.path.join(tmp, "multi"))
   out = dict(device=str(jax.devices()[0].device_kind), backend=jax.default_backend(),
              config=config.data.name, model=f"{config.model.name}/{config.model.split}",
              synthetic_data=synthetic, iters=_ITERS.value, seeds=list(seeds),
-             single_wall_s_per_global_iter=single, seeds_wall_s_per_global_iter=multi,
-             per_seed_speedup=len(seeds) * single / multi, blocked_calls=_PARTS.value)
+             single_wall_s_per_global_iter=singles[0], separate_wall_s_per_global_iter=singles,
+             seeds_wall_s_per_global_iter=multi, per_seed_speedup=sum(singles) / multi,
+             blocked_calls=_PARTS.value)
   if timers:
     out["parts"] = _parts(timers, _ITERS.value)
   text = json.dumps(out, indent=2)

@@ -103,3 +103,39 @@ def test_tpqr_rejects_bad_shapes():
     linalg.tpqr_r(jnp.zeros((3, 4)), jnp.zeros((5, 4)))
   with pytest.raises(ValueError, match="R must be"):
     linalg.tpqr_r(jnp.zeros((4, 4)), jnp.zeros((5, 3)))
+
+
+def _dot_precisions(fn, *args):
+  """The precision of every dot_general in fn's jaxpr, sub-jaxprs (loops, branches) included."""
+  out = []
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == "dot_general":
+        out.append(eqn.params["precision"])
+      for v in eqn.params.values():
+        for sub in (v if isinstance(v, (tuple, list)) else (v,)):
+          inner = getattr(sub, "jaxpr", None)
+          if inner is not None:
+            walk(getattr(inner, "jaxpr", inner))
+
+  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+  return out
+
+
+def test_statistics_products_run_at_highest_precision():
+  """JAX's default precision is TensorFloat-32 on recent GPUs: every product of the factor's
+  compression, merge and sampling must ask for HIGHEST (a CPU test of what a GPU would run)."""
+  from gas_jax import stats as stats_lib
+  highest = (jax.lax.Precision.HIGHEST,) * 2
+  d, cap, m = 8, 24, 3
+  found = _dot_precisions(lambda r, p: linalg.tpqr_r(r, p, widths=(4,)), jnp.zeros((d, d)),
+                          jnp.zeros((5, d)))
+  st = stats_lib.init_sqrt(m, d, cap)
+  x, y, w = jnp.ones((6, d)), jnp.arange(6) % m, jnp.ones((6,))
+  found += _dot_precisions(lambda s: stats_lib.merge(s, x, y, w, block=4), st)
+  for impl in ("batched", "loop"):
+    found += _dot_precisions(
+        lambda s: stats_lib.sample(s, jax.random.key(0), 4, impl=impl), st)
+  assert len(found) >= 8 + 1 + 2
+  assert all(p == highest for p in found), found
