@@ -79,6 +79,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.execution.devices = 0         # devices of the cohort mesh (0 = all local devices)
   c.execution.vmap_seeds = -1     # with seeds: -1 auto (CPU 0, else 1) | 1 vmapped | 0 a loop
   c.execution.server_chunk = -1   # server fwd/bwd in N-row chunks: -1 auto (CPU 32) | 0 one pass
+  c.execution.compilation_cache_dir = ""  # XLA's persistent compilation cache ("" = off)
   c.checkpoint_every = 10        # global iterations between checkpoints (also on SIGTERM/SIGINT)
   c.checkpoints_to_keep = 2
   c.eval_batch_size = 1000

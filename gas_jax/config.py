@@ -137,6 +137,9 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
           "-1 (auto), 0 (one pass) or N >= 1 rows per chunk")
   if not isinstance(config.execution.devices, int) or config.execution.devices < 0:
     _fail("execution.devices", config.execution.devices, "0 (all local devices) or N >= 1")
+  if not isinstance(config.execution.get("compilation_cache_dir", ""), str):
+    _fail("execution.compilation_cache_dir", config.execution.compilation_cache_dir,
+          "a directory path, or \"\" (no persistent compilation cache)")
   _positive_int(config, "eval_batch_size")
   _positive_int(config, "checkpoint_every")
   _positive_int(config, "checkpoints_to_keep")

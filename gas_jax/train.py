@@ -9,6 +9,7 @@ scheduler draws and minibatch orders through numpy SeedSequences with distinct s
 model init and the device steps through `jax.random.fold_in` - so every algorithm sees the same
 partition and client capabilities for a seed (spec §6.13), whatever order things are built in.
 """
+import os
 import signal
 import time
 from typing import Dict, Optional
@@ -135,6 +136,18 @@ class StopRequest:
       signal.signal(sig, old)
 
 
+def use_compilation_cache(config: ml_collections.ConfigDict) -> None:
+  """execution.compilation_cache_dir: XLA's persistent compilation cache
+  (`jax_compilation_cache_dir`), so that runs of the same shapes (seeds, methods, partitions of
+  a table) reuse the compiled steps instead of compiling them again at start-up."""
+  path = config.execution.get("compilation_cache_dir", "")
+  if path:
+    jax.config.update("jax_compilation_cache_dir", os.path.expanduser(path))
+    # Every program, not only those compiling for more than a second (JAX's default): a run
+    # compiles dozens of small ones (evaluation, metrics, state set-up) besides its steps.
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
   """Runs one experiment and writes its outputs to `workdir`; returns the summary.
 
@@ -142,6 +155,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
   uninterrupted run.
   """
   config_lib.validate(config, workdir)
+  use_compilation_cache(config)
   if config.seeds:
     from gas_jax import multiseed   # noqa: PLC0415  (the runs axis; imports train's helpers)
     return multiseed.train_seeds(config, workdir)

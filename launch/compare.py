@@ -11,7 +11,9 @@ with its output in that directory's log.txt; `--jobs` runs several at once. Cell
 summary.json exists are skipped (an interrupted cell resumes from its checkpoint). Then
 DIR/results.md, DIR/accuracy_vs_time.png and DIR/accuracy_vs_iteration.png are written from all
 finished cells (`gas_jax.report`). Without --partitions the config's own partition is the only
-column. Exits non-zero if any cell failed.
+column. Exits non-zero if any cell failed. Unless the overrides set it, the cells share XLA's
+persistent compilation cache in DIR/xla_cache (`execution.compilation_cache_dir`): cells of the
+same method and shapes reuse each other's compiled steps instead of compiling them at start-up.
 """
 import os
 import subprocess
@@ -92,13 +94,16 @@ def main(argv):
   logging.info("%d cells, %d already done, %d to run with %d job(s)", len(cells),
                len(cells) - len(todo), len(todo), _JOBS.value)
   running, failed, start = {}, [], time.time()
+  key = "--config.execution.compilation_cache_dir"
+  cache = ([] if any(a.startswith(key) for a in overrides)
+           else [f"{key}={os.path.abspath(os.path.join(root, 'xla_cache'))}"])
   while todo or running:
     while todo and len(running) < max(1, _JOBS.value):
       p, m, s = cell = todo.pop(0)
       wd = report.cell_dir(root, p, m, s)
       os.makedirs(wd, exist_ok=True)
       cmd = [sys.executable, "-m", "gas_jax.main", config_arg, f"--workdir={wd}", *overrides,
-             f"--config.algorithm={m}", f"--config.seed={s}", *part_flags[p]]
+             f"--config.algorithm={m}", f"--config.seed={s}", *part_flags[p], *cache]
       log = open(os.path.join(wd, "log.txt"), "w")
       running[cell] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log,
                        time.time())

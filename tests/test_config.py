@@ -48,6 +48,7 @@ CASES = [
     ("stats.refresh_every", 0, "must be an integer > 0"),
     ("stats.refresh_every", 5, "only applies to stats.method='cholesky'"),
     ("execution.vmap_seeds", 2, "allowed: -1, 0, 1"),
+    ("execution.compilation_cache_dir", None, "a directory path"),
     ("seeds", (1, 1), "must be distinct"),
 ]
 

@@ -199,3 +199,18 @@ def test_cli_runs_without_generation(first_run, compile_cache, tmp_path):
   assert len(rows) == 1 and rows[0]["generated_per_update"] == 0.0
   assert summary["final_accuracy"] == rows[0]["test_accuracy"]
   assert os.path.exists(wd / "config.json")
+
+
+def test_compilation_cache_dir_is_used(tmp_path):
+  """execution.compilation_cache_dir turns on XLA's persistent cache for every program (in a
+  fresh process: the cache is process-wide): compiling a small one writes an entry there."""
+  code = ("import sys, jax; from configs import digits; from gas_jax import train; "
+          "c = digits.get_config(); c.execution.compilation_cache_dir = sys.argv[1]; "
+          "train.use_compilation_cache(c); print(jax.jit(lambda x: x * 3 + 1)(2.0))")
+  root = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ, PYTHONPATH=str(root), JAX_COMPILATION_CACHE_DIR="")
+  out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "xla")], cwd=root, env=env,
+                       capture_output=True, text=True, timeout=300)
+  assert out.returncode == 0, out.stderr[-2000:]
+  assert out.stdout.strip().endswith("7.0")
+  assert list((tmp_path / "xla").glob("jit_*"))
