@@ -9,16 +9,19 @@ minibatches, initialisation and sampling keys - and writes the same files to `WO
 Why this works: in GAS every client step adds one minibatch to the activation buffer and the
 server updates after every C-th step (spec §1.5), whatever the schedule. So tick j of the
 program runs the j-th client event of every seed (vmapped over seeds: each seed's own client,
-slot, minibatch and key) and, when j is a multiple of C, the server update of every seed (one
-jitted call per seed: vmapping it would turn the statistics' occasional QR compressions into
-work done at every update). With cohorts (`execution.cohort_size` != 1, the accelerator
-default) a tick runs one cohort of every seed instead (each seed's next independent events,
-padded to a common length). The seeds only differ in when they aggregate (the host knows from
-each seed's scheduler): a seed's global iteration ends at its own tick, where its models are
-evaluated and its row written; a seed that has finished its T iterations rides along masked.
-Measured on an H100 (docs/benchmarks.md): for CIFAR-10/AlexNet the per-seed server updates
-dominate, so 3 seeds cost about 3 single-seed cohort runs; on the 2-core CPU vmapped
-convolutions are slower than separate calls, so there the seeds run in a host loop.
+slot, minibatch and key) and, when j is a multiple of C, the server updates of all seeds in
+one vmapped call (`runners/seeds_steps.py`; the statistics' occasional compressions run from
+the host, one seed's label at a time). With cohorts (`execution.cohort_size` != 1, the
+accelerator default) a tick runs one segment of every seed instead: its cohorts up to its next
+server update or aggregation, the j-th cohorts of all seeds in one call (padded to a common
+length), so that the seeds' server updates again fall together. The seeds only differ in when
+they aggregate (the host knows from each seed's scheduler): a seed's global iteration ends at
+its own tick, where its models are evaluated and its row written; a seed that has finished its
+T iterations rides along masked. Measured on an H200 (docs/benchmarks.md): for
+CIFAR-10/AlexNet a vmapped server update of 3 seeds costs 2.5x one seed's, and 3 vmapped seeds
+took 0.52 s per global iteration where 3 separate runs would take about 0.45 s; on the 2-core
+CPU vmapped convolutions are slower than separate calls, so there the seeds run in a host
+loop.
 
 `execution.vmap_seeds` picks vmapped (the default on accelerators) or a host loop over the
 seeds' own states (the CPU default). The whole multi-seed state is checkpointed in

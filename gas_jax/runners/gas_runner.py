@@ -97,9 +97,10 @@ class GasRunner:
 
   def precompile(self) -> None:
     """Compiles every cohort size the schedule can produce (cohorts hold distinct slots, so at
-    most C events) by running padding-only cohorts, which change nothing, and the server
-    update's packed sizes (`precompile_server`): no compilation happens later, inside the
-    timed global iterations."""
+    most C events) by running padding-only cohorts, which change nothing, and, where there are
+    several, the server update's packed sizes (`precompile_server`; one size, as in chunks on
+    the CPU, compiles at the first update): no compilation happens later, inside the timed
+    global iterations."""
     c = self.cfg.clients.participating
     n_dev = 1 if self.mesh is None else self.mesh.size
     limit = c if self.cohort_size == 0 else min(c, self.cohort_size)
@@ -110,7 +111,10 @@ class GasRunner:
                                    engine.padding_events(self.cfg.clients.batch_size, size),
                                    self.step_key)
     self.state = self.state.replace(client=cs, buffer=buf)
-    self.precompile_server()
+    if len(gas.generated_row_sizes(self.algo.hparams)) > 1:
+      self.precompile_server()
+    else:
+      engine.precompile_compress(self.algo, self.compress_run, self.state.server)
 
   def precompile_server(self) -> None:
     """Compiles the server update for every packed size of generated rows

@@ -134,7 +134,8 @@ class SeedsGasRunner:
 
   def precompile(self) -> None:
     """Compiles, before training, every padded cohort length (padding changes nothing), the
-    compression and the server update for every packed size of generated rows."""
+    compression and, where there are several, the server update's packed sizes of generated
+    rows (`GasRunner.precompile`)."""
     c = self.cfg.clients.participating
     limit = c if self.cohort_size == 0 else min(c, self.cohort_size)
     cs, buf = self.state
@@ -150,7 +151,8 @@ class SeedsGasRunner:
     if hasattr(self.servers.stats, "rows"):
       self.compress_run.lower(self.servers, np.int32(0), np.int32(0)).compile()
     its, due = np.zeros(self.S, np.int32), np.zeros(self.S, bool)
-    for rows in gas.generated_row_sizes(hp):
+    sizes = gas.generated_row_sizes(hp)
+    for rows in sizes if len(sizes) > 1 else ():
       self.server_run.lower(self.servers, buf, its, self.server_keys, due, gen_rows=rows,
                             room_made=True).compile()
 
@@ -181,8 +183,8 @@ class SeedsGasRunner:
     return out, due
 
   def tick(self, active: np.ndarray):
-    """Advances every active seed by one event, or by one cohort in the cohort mode (and runs
-    the server updates that ends with).
+    """Advances every active seed by one event, or in the cohort mode by one segment (its
+    cohorts up to its next server update or aggregation), and runs the server updates due.
 
     Returns (events, outputs): events[s] is the list of seed s's events (empty if inactive);
     outputs are device values not yet fetched (ticks queue up on the device) -
@@ -256,9 +258,11 @@ class SeedsGasRunner:
     return gas.GasState(client=cs, server=ss, buffer=buf)
 
   def eval_params(self, s: int):
-    """(theta_glob, phi) of seed s."""
-    st = self.seed_state(s)
-    return st.client.global_client, st.server.server
+    """(theta_glob, phi) of seed s (sliced alone: the statistics stay where they are)."""
+    if not self.vmapped:
+      st = self.states[s]
+      return st.client.global_client, st.server.server
+    return tree_map(lambda a: a[s], (self.state[0].global_client, self.servers.server))
 
   def device_state(self):
     """Every seed's device state (the multi-seed checkpoint's `state` item)."""
