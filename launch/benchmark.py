@@ -6,7 +6,8 @@ and this machine's measured fp32 matmul peak (one run, so the ratios are compara
 
 With the dataset absent it uses synthetic inputs of the dataset's shapes. Writes JSON with:
 device, matmul_peak_gflops (the median of the fp32 matmul rates measured at the start and
-before every timed iteration, their range in matmul_peak_gflops_range: on a shared VM the rate
+before every timed iteration, or with --nopeak_each_iter at the start and after the timed
+iterations; their range in matmul_peak_gflops_range: on a shared VM the rate
 drifts by several per cent within minutes), flops_per_global_iter (necessary arithmetic counted from the model:
 per client step the client forward and backward plus the server forward and its input-gradient
 pass; per server update the server forward and backward over the real and generated rows),
@@ -42,8 +43,8 @@ _ITERS = flags.DEFINE_integer("iters", 3, "Timed global iterations (after one wa
 _SYNTH_TRAIN = flags.DEFINE_integer("synthetic_train", 5000, "Synthetic train-set size.")
 _PEAK_EACH = flags.DEFINE_bool(
     "peak_each_iter", True, "Measure the matmul peak again before every timed iteration (a "
-    "shared CPU's rate drifts); off: at the start and after the timed iterations only (on a "
-    "GPU a second of full-power matmuls just before an iteration can slow it).")
+    "shared CPU's rate drifts); off: at the start and after the timed iterations only (a "
+    "second of full-power matmuls just before each iteration may perturb a GPU's timing).")
 _NOGEN = flags.DEFINE_bool("nogen", True, "Also time the server update without generation "
                            "(generation_total_fraction; a second build and compilation).")
 
