@@ -217,6 +217,17 @@ def plan_from_host(hp, labels, mask, tags, seen, used, capacity: int):
   return rows, [int(y) for y in np.flatnonzero(full)]
 
 
+def server_sizes_to_precompile(hp) -> List[int]:
+  """The packed server-update sizes the runners compile before training
+  (`gas.generated_row_sizes`): all of them where there are several (one pass), none where
+  there is one (in chunks: it compiles at the first update, inside the first iteration) or no
+  generation."""
+  if not getattr(hp, "generate", False):
+    return []
+  sizes = gas.generated_row_sizes(hp)
+  return sizes if len(sizes) > 1 else []
+
+
 def make_room(algo, compress_run, sstate, buffer) -> Tuple[object, Optional[int]]:
   """`plan_server_update`, then `compress_run` (jitted `algo.compress`) for each full label.
   Returns (server_state, gen_rows) for a `server_run(..., gen_rows=gen_rows, room_made=True)`."""

@@ -111,20 +111,17 @@ class GasRunner:
                                    engine.padding_events(self.cfg.clients.batch_size, size),
                                    self.step_key)
     self.state = self.state.replace(client=cs, buffer=buf)
-    if len(gas.generated_row_sizes(self.algo.hparams)) > 1:
-      self.precompile_server()
-    else:
-      engine.precompile_compress(self.algo, self.compress_run, self.state.server)
+    self.precompile_server(engine.server_sizes_to_precompile(self.algo.hparams))
 
-  def precompile_server(self) -> None:
-    """Compiles the server update for every packed size of generated rows
-    (`gas.generated_row_sizes`: one when the server runs in chunks, at most 6 in one pass) ahead
-    of time, without running it; the runner otherwise compiles each size the first time it
-    occurs."""
+  def precompile_server(self, sizes=None) -> None:
+    """Compiles the compression and the server update for the packed sizes of generated rows
+    `sizes` (default: every one, `gas.generated_row_sizes`: one when the server runs in chunks,
+    at most 6 in one pass) ahead of time, without running it; the runner otherwise compiles
+    each size the first time it occurs."""
     if not self.algo.hparams.generate:
       return
     engine.precompile_compress(self.algo, self.compress_run, self.state.server)
-    for rows in gas.generated_row_sizes(self.algo.hparams):
+    for rows in gas.generated_row_sizes(self.algo.hparams) if sizes is None else sizes:
       self.server_run.lower(self.state.server, self.state.buffer, np.int32(0), self.server_key,
                             gen_rows=rows, room_made=True).compile()
 

@@ -10,6 +10,7 @@ from gas_jax import engine
 from gas_jax.algorithms import gas
 from gas_jax.runners import RunContext
 from gas_jax.runners import gas_runner, seeds_steps
+from gas_jax.sqrt_stats import SqrtStats
 from gas_jax.system import scheduler as scheduler_lib
 
 tree_map = jax.tree_util.tree_map
@@ -145,14 +146,11 @@ class SeedsGasRunner:
       cs, buf, _ = self.cohort_run(cs, buf, self.servers.server, self.data, stacked,
                                    self.step_keys)
     self.state = (cs, buf)
-    hp = self.algo.hparams
-    if not getattr(hp, "generate", False):
-      return
-    if hasattr(self.servers.stats, "rows"):
+    if getattr(self.algo.hparams, "generate", False) and isinstance(self.servers.stats,
+                                                                     SqrtStats):
       self.compress_run.lower(self.servers, np.int32(0), np.int32(0)).compile()
     its, due = np.zeros(self.S, np.int32), np.zeros(self.S, bool)
-    sizes = gas.generated_row_sizes(hp)
-    for rows in sizes if len(sizes) > 1 else ():
+    for rows in engine.server_sizes_to_precompile(self.algo.hparams):
       self.server_run.lower(self.servers, buf, its, self.server_keys, due, gen_rows=rows,
                             room_made=True).compile()
 
@@ -167,7 +165,7 @@ class SeedsGasRunner:
     its = np.array([self.schedulers[s].global_iters - int(ev.aggregate) if due[s] else 0
                     for s, ev in enumerate(last_events)], np.int32)
     st, hp = self.servers.stats, self.algo.hparams
-    sqrt = hasattr(st, "rows")
+    sqrt = isinstance(st, SqrtStats)
     host = jax.device_get((buf.labels, buf.row_mask, buf.tags, st.seen,
                            st.used if sqrt else None))
     rows = []
