@@ -8,6 +8,9 @@ The config argument picks the partition (one of Table 1's columns):
 
 `data.dir` must hold the four Fashion-MNIST idx files (plain or .gz, directly in it or in
 torchvision's `FashionMNIST/raw/`) or a prepared TFDS ArrayRecord folder `fashion_mnist/`.
+Offline: Debian's `apt-get install dataset-fashion-mnist` puts the idx files in
+`/usr/share/datasets/fashion-mnist` (`--config.data.dir=/usr/share/datasets/fashion-mnist`).
+A CPU-sized version of the comparison: configs/fmnist_reduced.py.
 No augmentation (spec §4.1). AlexNet's 1-channel variant (spec §3.2) follows from the 28x28x1
 input; the simulated clock keeps REF's CIFAR AlexNet-L2 constants (`time.ref_constants`), as REF
 does. All four methods of the table: `python launch/compare.py --config=configs/fmnist.py

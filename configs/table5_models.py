@@ -14,7 +14,9 @@ The whole table (FedAvg, FedBuff, CA2FL, GAS x 3 seeds): `launch/table5.sh DATA_
 - resnet18: CIFAR ResNet18 split after residual stage 1 (32x32x64 = 65,536-dim activations),
   SGD lr 0.005 (paper).
 Full covariances of these sizes do not fit (10 x 65,536^2 floats = 172 GB), so the Gaussian
-statistics are diagonal (`stats.covariance="diag"`, REF's commented-out variant; spec §3.5).
+statistics are diagonal (`stats.covariance="diag"`, REF's commented-out variant; spec §3.5),
+with that variant's generation rule (`stats.diag_rule="ref"`, the default: exactly B rows per
+label, samples mu + sqrt(var + 1e-5) eps; "topup" keeps the full-covariance rule).
 The paper has no code for this table; its clock is the model's own (`time.ref_constants=False`:
 client FLOPs, activation and model bits computed from the network).
 

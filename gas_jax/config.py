@@ -105,11 +105,13 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
     check_split(config.model.name, config.model.split, MODELS.get(config.model.name).splits)
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  _choice(config, "model.server_bn_client_steps", (True, False))
   _choice(config, "weighting.fn", ("ref", "linear", "exp", "poly"))
   _positive(config, "weighting.a")
   _non_negative(config, "weighting.b")
   _choice(config, "stats.method", ("sqrt", "cholesky"))
   _choice(config, "stats.covariance", ("full", "diag", "lowrank"))
+  _choice(config, "stats.diag_rule", ("ref", "topup"))
   _positive_int(config, "stats.rank")
   _positive_int(config, "stats.refresh_every")
   if config.stats.covariance == "lowrank" and config.stats.method != "sqrt":

@@ -17,6 +17,7 @@ import numpy as np
 
 from gas_jax import stats as stats_lib
 from gas_jax.algorithms import gas
+from gas_jax.data import augment as augment_lib
 from gas_jax.models import layers
 
 
@@ -74,35 +75,39 @@ def _maybe_count_traces(fn, max_traces):
   return chex.assert_max_traces(fn, n=max_traces) if max_traces else fn
 
 
-def _augment_key(rng, event_id):
-  return jax.random.fold_in(jax.random.fold_in(rng, event_id), 0xA6)
-
-
 def client_event(algo, augment=None):
   """The unjitted body of one client event (jitted by `make_client_runner`, vmapped over seeds
   by `gas_jax.runners.seeds`).
 
   (client_state, buffer, server_params, data, event, rng) -> (client_state, buffer, metrics).
   `data` holds the device-resident train set (x, y) and the per-client log-priors; the event
-  gathers its minibatch by index, so only indices cross the host-device boundary.
+  gathers its minibatch by index (`augment.train_batch`, shared by every method), so only
+  indices cross the host-device boundary. With BatchNorm in the server part (REF), metrics
+  hold "server": phi with the running statistics this step's forward updated.
   """
 
   def run(cstate, buffer, server_params, data, ev, rng):
     batch = dict(ev)
-    batch["x"] = data["x"][ev["idx"]]
-    if augment is not None:    # spec §4.1: re-drawn every time a sample is drawn
-      batch["x"] = augment(batch["x"], _augment_key(rng, ev["event_id"]))
-    batch["y"] = data["y"][ev["idx"]]
+    batch["x"], batch["y"] = augment_lib.train_batch(data, ev["idx"], rng, ev["event_id"],
+                                                     augment)
     batch["log_prior"] = data["log_prior"][ev["client"]]
     batch["server"] = server_params
     cstate, out = algo.client_step(cstate, batch, jax.random.fold_in(rng, ev["event_id"]))
-    pos = ev["buf_pos"]
-    buffer = buffer.replace(
-        acts=buffer.acts.at[pos].set(out.pop("act")), labels=buffer.labels.at[pos].set(batch["y"]),
-        row_mask=buffer.row_mask.at[pos].set(ev["mask"]), tags=buffer.tags.at[pos].set(ev["tag"]))
-    return cstate, buffer, out
+    return cstate, _write(buffer, ev["buf_pos"], out.pop("act"), batch["y"], ev), out
 
   return run
+
+
+def _write(buffer, pos, act, y, ev, mode=None):
+  """Client step(s) -> activation buffer position(s) `pos`: activation, labels, mask, tag (and
+  the tag's reference shift with relative tags, `weighting`)."""
+  new = dict(acts=buffer.acts.at[pos].set(act, mode=mode),
+             labels=buffer.labels.at[pos].set(y, mode=mode),
+             row_mask=buffer.row_mask.at[pos].set(ev["mask"], mode=mode),
+             tags=buffer.tags.at[pos].set(ev["tag"], mode=mode))
+  if buffer.tag_shift is not None:
+    new["tag_shift"] = buffer.tag_shift.at[pos].set(ev["tag_shift"], mode=mode)
+  return buffer.replace(**new)
 
 
 def make_client_runner(algo, max_traces: Optional[int] = None, augment=None):
@@ -130,11 +135,8 @@ def cohort_event(algo, mesh=None, augment=None):
 
   def body(cstate, buffer, server_params, data, ev, rng):
     batch = dict(ev)
-    batch["x"] = data["x"][ev["idx"]]
-    if augment is not None:
-      batch["x"] = jax.vmap(lambda x, i: augment(x, _augment_key(rng, i)))(batch["x"],
-                                                                          ev["event_id"])
-    batch["y"] = data["y"][ev["idx"]]
+    batch["x"], batch["y"] = jax.vmap(
+        lambda i, n: augment_lib.train_batch(data, i, rng, n, augment))(ev["idx"], ev["event_id"])
     batch["log_prior"] = data["log_prior"][ev["client"]]
     if mesh is not None:
       shard = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("clients"))
@@ -144,11 +146,7 @@ def cohort_event(algo, mesh=None, augment=None):
     cstate, out = algo.cohort_step(cstate, batch, rng)
     c = buffer.tags.shape[0]
     pos = jnp.where(ev["valid"], ev["buf_pos"], c)      # padding events are dropped
-    buffer = buffer.replace(
-        acts=buffer.acts.at[pos].set(out.pop("act"), mode="drop"),
-        labels=buffer.labels.at[pos].set(batch["y"], mode="drop"),
-        row_mask=buffer.row_mask.at[pos].set(ev["mask"], mode="drop"),
-        tags=buffer.tags.at[pos].set(ev["tag"], mode="drop"))
+    buffer = _write(buffer, pos, out.pop("act"), batch["y"], ev, mode="drop")
     if mesh is not None:    # results replicated: every process can read them (multi-host)
       rep = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
       cstate, buffer, out = jax.tree_util.tree_map(
@@ -164,11 +162,13 @@ def make_cohort_runner(algo, mesh=None, max_traces: Optional[int] = None, augmen
                  donate_argnums=(0, 1))
 
 
-def event_arrays(ev, idx, mask, tag: float, agg_weight: float, event_id: int) -> Dict:
-  """One scheduler event as the dict of arrays the client runner takes."""
+def event_arrays(ev, idx, mask, tag, agg_weight: float, event_id: int) -> Dict:
+  """One scheduler event as the dict of arrays the client runner takes. tag: the weight tag, or
+  (tag, shift) from `weighting.tag`."""
+  tag, shift = tag if isinstance(tag, tuple) else (tag, 0.0)
   return dict(event_id=np.int32(event_id), client=np.int32(ev.client), slot=np.int32(ev.slot),
               idx=np.asarray(idx, np.int32), mask=np.asarray(mask, bool),
-              tag=np.float32(tag), buf_pos=np.int32(ev.buf_pos), upload=np.bool_(ev.upload),
+              tag=np.float32(tag), tag_shift=np.float32(shift), buf_pos=np.int32(ev.buf_pos), upload=np.bool_(ev.upload),
               aggregate=np.bool_(ev.aggregate), agg_weight=np.float32(agg_weight))
 
 
@@ -263,7 +263,8 @@ def padding_events(batch_size: int, length: int) -> Dict:
   it compiles that cohort size ahead of time (`GasRunner.precompile`)."""
   one = dict(event_id=np.int32(0), client=np.int32(0), slot=np.int32(0),
              idx=np.zeros(batch_size, np.int32), mask=np.zeros(batch_size, bool),
-             tag=np.float32(0), buf_pos=np.int32(0), upload=np.bool_(False),
+             tag=np.float32(0), tag_shift=np.float32(0), buf_pos=np.int32(0),
+             upload=np.bool_(False),
              aggregate=np.bool_(False), agg_weight=np.float32(0))
   out = stack_events([one], length)
   out["valid"][:] = False

@@ -46,6 +46,7 @@ from gas_jax import checkpoint
 from gas_jax import engine
 from gas_jax import metrics as metrics_lib
 from gas_jax import runners
+from gas_jax import stats as stats_lib
 from gas_jax import train
 from gas_jax.runners.seeds_runner import SeedsGasRunner, vmap_seeds
 
@@ -115,14 +116,17 @@ class _Driver:
         if s_out is not None:
           engine.check_gen_rows([s_out])
           self.server_hist[s].append((float(s_out["server_loss"]), bool(s_out["grad_finite"]),
-                                      float(s_out["generated"])))
+                                      float(s_out["generated"]),
+                                      int(s_out.get("stats_fallbacks", 0))))
 
   def row(self, s: int, ev) -> dict:
     """Seed s finished a global iteration at event ev: evaluate, check, write its row."""
     runner = self.runner
     it = runner.schedulers[s].global_iters
     c_loss, c_fin = zip(*self.client_hist[s])
-    s_loss, s_fin, gen = zip(*self.server_hist[s]) if self.server_hist[s] else ((), (True,), ())
+    # (a checkpoint written before the fallback count was recorded holds 3-tuples)
+    hist = [tuple(h) + (0,) * (4 - len(h)) for h in self.server_hist[s]]
+    s_loss, s_fin, gen, fallbacks = zip(*hist) if hist else ((), (True,), (), ())
     runners.finite_check(it, client_loss=c_loss, client_gradient=c_fin,
                          server_loss=np.asarray(s_loss, float), server_gradient=s_fin)
     ev_metrics = self.evaluate(runner.eval_params(s))
@@ -134,7 +138,9 @@ class _Driver:
                client_steps=int(runner.client_steps[s]), simulated_time_s=ev.iteration_time,
                wall_time_s=now, **ev_metrics, client_loss=float(np.mean(c_loss)),
                server_loss=float(np.mean(s_loss)) if s_loss else None,
-               generated_per_update=float(np.mean(gen)) if gen else 0.0)
+               generated_per_update=float(np.mean(gen)) if gen else 0.0,
+               stats_fallbacks=stats_lib.report_fallbacks(
+                   it, [dict(stats_fallbacks=f) for f in fallbacks]))
     self.writers[s].append(row)
     self.client_hist[s], self.server_hist[s] = [], []
     if it >= self.config.num_global_iters:

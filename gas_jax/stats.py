@@ -27,12 +27,17 @@ each block's Gram matrix is added to its label's slab, N D^2 work in total inste
 Sampling (REF: torch MultivariateNormal) draws mu + L z with L = chol(Sigma). A factor is
 refreshed only for labels whose Sigma changed since the last factorisation and that need samples
 (spec §6.20: semantics-preserving). If a factorisation fails (NaN in JAX), a diagonal jitter
-1e-6, 1e-5, ... is added inside jitted code, as REF retries (§1.5), so a sample is never NaN.
+1e-6, 1e-5, ... is added inside jitted code, as REF retries (§1.5). Where every try fails REF
+raises; here the label falls back to a diagonal factor and the fallback is counted
+(`refresh_factors(..., report=True)`), reported by the server update (metrics
+"stats_fallbacks") and logged as a warning by the GAS runners.
 """
 import functools
 
 import jax
 import jax.numpy as jnp
+import numpy as np
+from absl import logging
 from flax import struct
 
 # The square-root factor's public names are re-exported: `stats` is the one entry point.
@@ -42,6 +47,9 @@ from gas_jax.sqrt_stats import (SqrtStats, compress_label, init_sqrt,  # noqa: F
 from gas_jax.stats_merge import PerLabel, label_blocks, merge_rows  # noqa: F401
 
 REF_JITTER = 1e-5
+# REF's commented-out diagonal variant samples mu + sqrt(var + 1e-5) eps (utils.py,
+# `std = torch.sqrt(variance + 1e-5)`), on top of the 1e-5 its merges accumulate in var.
+DIAG_SAMPLE_EPS = 1e-5
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -114,24 +122,38 @@ def merge(stats, x: jax.Array, labels: jax.Array, w: jax.Array, *,
       seen=stats.seen | merged, chol_fresh=stats.chol_fresh & ~merged)
 
 
-def cholesky_with_jitter(cov: jax.Array, max_tries: int = 100) -> jax.Array:
-  """chol(cov); on failure chol(cov + eps I) for eps = 1e-6, 1e-5, ... (REF's retry ladder)."""
+def cholesky_with_jitter(cov: jax.Array, max_tries: int = 100, *, report: bool = False):
+  """chol(cov); on failure chol(cov + eps I) for eps = 1e-6, 1e-5, ... (REF's retry ladder).
+
+  If every try fails (REF raises `ValueError` there), the factor is diagonal instead:
+  sqrt(max(diag(cov), 0) + 1e-6), so that a run can go on, but the substitution must not be
+  silent: report=True returns (factor, fell_back) with fell_back a bool scalar, which
+  `refresh_factors(..., report=True)` counts and the GAS server update reports as
+  metrics["stats_fallbacks"] (a warning and a metrics.jsonl field per global iteration).
+  Covariances with NaN/inf entries or a negative eigenvalue beyond the ladder's reach (in
+  float32 10.0 ** i overflows from i = 39, so the largest finite jitter is 1e32) fall back."""
   eye = jnp.eye(cov.shape[-1], dtype=cov.dtype)
   cov = 0.5 * (cov + cov.T)
 
   def failed(l):
     return ~jnp.all(jnp.isfinite(l))
 
+  def eps(i):
+    return jnp.asarray(1e-6, cov.dtype) * jnp.asarray(10.0, cov.dtype) ** i
+
   def body(carry):
     i, _ = carry
-    eps = jnp.asarray(1e-6, cov.dtype) * jnp.asarray(10.0, cov.dtype) ** i
-    return i + 1, jnp.linalg.cholesky(cov + eps * eye)
+    return i + 1, jnp.linalg.cholesky(cov + eps(i) * eye)
 
+  # A try whose jitter overflowed (inf: from i = 39 in float32) cannot succeed (an infinite
+  # diagonal gives an infinite factor), so the ladder stops there: same result, fewer tries.
   l0 = jnp.linalg.cholesky(cov)
-  _, l = jax.lax.while_loop(lambda c: failed(c[1]) & (c[0] < max_tries), body, (0, l0))
-  # Last resort (never reached in practice): a diagonal factor, so samples stay finite.
+  _, l = jax.lax.while_loop(
+      lambda c: failed(c[1]) & (c[0] < max_tries) & jnp.isfinite(eps(c[0])), body, (0, l0))
+  fell_back = failed(l)
   diag = jnp.sqrt(jnp.clip(jnp.diagonal(cov), 0.0) + 1e-6)
-  return jnp.where(failed(l), jnp.diag(diag), l)
+  l = jnp.where(fell_back, jnp.diag(diag), l)
+  return (l, fell_back) if report else l
 
 
 def factored(stats) -> jax.Array:
@@ -142,26 +164,63 @@ def factored(stats) -> jax.Array:
   return stats.chol[:, 0, 0] > 0     # a Cholesky factor has a positive diagonal
 
 
-def refresh_factors(stats, need: jax.Array):
+def refresh_factors(stats, need: jax.Array, *, report: bool = False):
   """Refactorises Sigma_y for labels with need[y] whose factor is stale (one jitted call).
-  A no-op for the square-root factor, which needs no factorisation."""
-  if isinstance(stats, (SqrtStats, DiagStats)):
-    return stats
+  A no-op for the square-root factor, which needs no factorisation.
+
+  report=True returns (stats, fallbacks): fallbacks (int32 scalar) counts the needed labels
+  whose sampler falls back to a substitute this time -
+  - Cholesky (`GaussianStats`): a label refactorised now whose every try of REF's jitter
+    ladder failed, so it gets a diagonal factor (`cholesky_with_jitter`; REF raises). A
+    cached factor is counted once, when it is computed, not at every later use;
+  - diagonal (`DiagStats`): a needed label with a negative per-dimension variance (`sample`
+    clamps it to 0; by construction - sums of squares with non-negative weights - it never
+    is, so any count is a bug or a negative weight tag);
+  - square-root factor, full or low-rank (`SqrtStats`): nothing is ever substituted
+    (sampling needs no factorisation; the low-rank truncation's clamp of s_i^2 - e_bar at 0
+    only absorbs rounding, as e_bar <= s_k^2 <= s_i^2), so always 0."""
+  if isinstance(stats, SqrtStats):
+    return (stats, jnp.zeros((), jnp.int32)) if report else stats
+  if isinstance(stats, DiagStats):
+    if not report:
+      return stats
+    bad = jnp.any(stats.var < 0, axis=1) & need & stats.seen
+    return stats, jnp.sum(bad.astype(jnp.int32))
   todo = need & stats.seen & ~stats.chol_fresh
   cov = covariance(stats)
 
   def one(args):
     c, l, do = args
-    return jax.lax.cond(do, cholesky_with_jitter, lambda _: l, c)
+    return jax.lax.cond(do, functools.partial(cholesky_with_jitter, report=True),
+                        lambda _: (l, jnp.zeros((), bool)), c)
 
-  chol = jax.lax.map(one, (cov, stats.chol, todo))
-  return stats.replace(chol=chol, chol_fresh=stats.chol_fresh | todo)
+  chol, fell_back = jax.lax.map(one, (cov, stats.chol, todo))
+  stats = stats.replace(chol=chol, chol_fresh=stats.chol_fresh | todo)
+  return (stats, jnp.sum(fell_back.astype(jnp.int32))) if report else stats
+
+
+def report_fallbacks(global_iteration: int, server_outputs) -> int:
+  """Host side, once per global iteration: the sum of its server updates'
+  metrics["stats_fallbacks"] (device_get outputs; None entries skipped), which the GAS runners
+  write as the metrics.jsonl field `stats_fallbacks`; a warning names the count when > 0."""
+  n = int(sum(int(np.sum(o["stats_fallbacks"])) for o in server_outputs
+              if o is not None and "stats_fallbacks" in o))
+  if n:
+    logging.warning(
+        "global iteration %d: %d Gaussian-statistics fallback(s): a label's covariance could "
+        "not be factorised at any jitter of REF's ladder (1e-6, 1e-5, ...; REF raises here) and "
+        "was sampled from a diagonal factor (or a negative diagonal variance was clamped)",
+        global_iteration, n)
+  return n
 
 
 def sample(stats, key: jax.Array, num: int, need=None, impl: str = "",
-           rows=None) -> jax.Array:
+           rows=None, diag_eps: float = 0.0) -> jax.Array:
   """num samples per label ([M, num, D]): mu_y + L_y z with the cached Cholesky factors, or
-  mu_y + G_y^T z1 / sqrt(W_y) + sqrt(r_y) z2 with the square-root factor.
+  mu_y + G_y^T z1 / sqrt(W_y) + sqrt(r_y) z2 with the square-root factor, or
+  mu_y + sqrt(var_y + r_y + diag_eps) z with the diagonal statistics (diag_eps: REF's
+  commented-out diagonal variant adds `DIAG_SAMPLE_EPS` = 1e-5 here, `stats.diag_rule="ref"`;
+  ignored by the other representations).
 
   need [M] bool (optional): labels whose samples are used; rows [M] int (optional): only label
   y's first rows[y] samples are used. The square-root factor's "loop" sampler (`sampler_impl`,
@@ -172,7 +231,7 @@ def sample(stats, key: jax.Array, num: int, need=None, impl: str = "",
     return sample_sqrt(stats, key, num, need, impl, rows)
   if isinstance(stats, DiagStats):
     z = jax.random.normal(key, (stats.num_labels, num, stats.dim), stats.mean.dtype)
-    sd = jnp.sqrt(jnp.maximum(stats.var, 0.0) + stats.jitter[:, None])
+    sd = jnp.sqrt(jnp.maximum(stats.var, 0.0) + stats.jitter[:, None] + diag_eps)
     return stats.mean[:, None, :] + sd[:, None, :] * z
   z = jax.random.normal(key, (stats.num_labels, num, stats.dim), stats.mean.dtype)
   return stats.mean[:, None, :] + jnp.einsum("mnd,med->mne", z, stats.chol, precision=_HIGHEST)

@@ -39,6 +39,7 @@ from gas_jax import config as config_lib  # noqa: E402
 from gas_jax import engine  # noqa: E402
 from gas_jax import stats as stats_lib  # noqa: E402
 from gas_jax.algorithms import gas  # noqa: E402
+from gas_jax.data import augment as augment_lib  # noqa: E402
 from gas_jax.models import layers  # noqa: E402
 from gas_jax.registry import ALGORITHMS  # noqa: E402
 from gas_jax.runners import gas_runner  # noqa: E402
@@ -141,7 +142,7 @@ def main(argv):
     layers.cohort_conv_impl = lambda: other        # read while the cohort step is traced
     try:
       runner.cohort_run = engine.make_cohort_runner(runner.algo, runner.mesh,
-                                                    augment=gas_runner.augmenter(config))
+                                                    augment=augment_lib.from_config(config))
       alt = cohort_times(runner, b, sorted(cohort_run.sizes), reps)
       parts[f"cohort_s_{other}"] = {str(k): v for k, v in alt.items()}
       runner.cohort_run = cohort_run.fn

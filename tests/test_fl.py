@@ -136,22 +136,50 @@ class _Recorder:
     ("ca2fl", False), ("ca2fl", True), ("fedbuff", False)])
 def test_async_start_models(method, true_staleness):
   """REF CA2FL: clients dispatched after the first C train from the live global at arrival;
-  with ca2fl.true_staleness (and always in FedBuff) they train from their dispatch copy."""
-  cfg = toys.config(method, num=4, participating=2, ca2fl__true_staleness=true_staleness)
+  with ca2fl.true_staleness (and always in FedBuff) they train from their dispatch copy.
+
+  Every local training's start model is checked by identity against one recorded
+  independently of the runner's aliasing logic: the global model at the moment the client was
+  dispatched (w0 for the initial C; for the others the global when `clock.replace` drew them),
+  or, under REF CA2FL aliasing, the live global at its arrival for all but the initial C.
+  K=4, C=3: some clients dispatched after the initial C see a flush before they arrive, where
+  the two rules differ (with C=2 every such client arrives before the next flush)."""
+  cfg = toys.config(method, num=4, participating=3, ca2fl__true_staleness=true_staleness)
   runner = ALGORITHMS.get(method)(toys.context(cfg))
   rec = _Recorder(runner)
-  runner.local_training = rec
   g0 = runner.glob
+  dispatched = {int(k): g0 for k in runner.clock.active}     # client -> global at dispatch
+  initial = set(dispatched)
+  replace = runner.clock.replace
+  trained_initial = set()
+
+  def spy_replace(slot):
+    j = replace(slot)
+    dispatched[j] = runner.glob
+    return j
+
+  runner.clock.replace = spy_replace
+  alias = method == "ca2fl" and not true_staleness
+  checked, moved_on = [], 0
+
+  def check_then_train(k, start):    # checked at the call (a client may be re-dispatched later)
+    nonlocal moved_on
+    first_initial = k in initial and k not in trained_initial
+    trained_initial.add(k)
+    want = runner.glob if alias and not first_initial else dispatched[k]
+    checked.append(start is want)
+    moved_on += (not first_initial) and dispatched[k] is not runner.glob
+    return rec(k, start)
+
+  runner.local_training = check_then_train
   for _ in range(4):
     runner.run_iteration()
-  assert len(rec.calls) == 8
-  alias = method == "ca2fl" and not true_staleness
-  # Only the initial C slots hold w0 by value.
-  assert sum(start is g0 and live is not g0 for _, start, live in rec.calls) <= 2
-  if alias:
-    assert all(start is live or start is g0 for _, start, live in rec.calls)
+  assert len(rec.calls) == 12 and all(checked), checked
+  assert moved_on >= 1     # a non-initial client whose dispatch copy is older than the global
+  if alias:   # the check above was exercised on models that moved on from w0
     assert sum(start is live and live is not g0 for _, start, live in rec.calls) >= 4
-  else:   # somebody trained from a copy older than the live global (genuine staleness)
+  else:       # somebody trained from a copy older than the live global (genuine staleness)
+    assert any(start is not live for _, start, live in rec.calls)
     assert any(not np.allclose(np.asarray(s[1]["fc2"]["bias"]), np.asarray(g[1]["fc2"]["bias"]))
                for _, s, g in rec.calls)
 

@@ -32,9 +32,12 @@ def _batch(state, slot, seed, upload=False, aggregate=False, agg_weight=1.0, lab
               agg_weight=np.float32(agg_weight), server=state.server.server)
 
 
-def test_shared_momentum_matches_pytorch_formula(model):
-  """Two steps by two clients share one buffer: buf = 0.9 buf + (clip(g) + wd w); w -= lr buf."""
-  algo = _algo(model, lr=0.1)
+@pytest.mark.parametrize("clip", [10.0, 0.05])
+def test_shared_momentum_matches_pytorch_formula(model, clip):
+  """Two steps by two clients share one buffer: buf = 0.9 buf + (clip(g) + wd w); w -= lr buf,
+  clip(g) = g * min(1, c / ||g||) over the client's whole gradient. REF's c = 10 is inactive
+  here (||g|| ~ 0.25); c = 0.05 clips both steps."""
+  algo = _algo(model, lr=0.1, clip_norm=clip)
   state = algo.init(jax.random.key(0))
   cs = state.client
   loss_fn = lambda th, b: gas.losses.logit_adjusted_ce(   # noqa: E731
@@ -44,9 +47,13 @@ def test_shared_momentum_matches_pytorch_formula(model):
   th0 = jax.tree_util.tree_map(lambda p: np.asarray(p[0], np.float64), cs.slots)
   th1 = jax.tree_util.tree_map(lambda p: np.asarray(p[1], np.float64), cs.slots)
 
+  norms = []
+
   def clipped(g):
-    norm = np.sqrt(sum(np.sum(np.square(x)) for x in jax.tree_util.tree_leaves(g)))
-    return jax.tree_util.tree_map(lambda x: x * min(1.0, 10.0 / norm), g)
+    norm = np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64)))
+                       for x in jax.tree_util.tree_leaves(g)))
+    norms.append(norm)
+    return jax.tree_util.tree_map(lambda x: x * min(1.0, clip / norm), g)
 
   g0 = jax.tree_util.tree_map(np.asarray, jax.grad(loss_fn)(
       jax.tree_util.tree_map(lambda p: p[0], cs.slots), b0))
@@ -62,6 +69,51 @@ def test_shared_momentum_matches_pytorch_formula(model):
                               rtol=1e-4, atol=1e-6)
   chex.assert_trees_all_close(jax.tree_util.tree_map(lambda p: p[1], cs.slots), exp1,
                               rtol=1e-4, atol=1e-6)
+  if clip < 1.0:
+    assert min(norms) > 2 * clip, norms             # clipping is active on both steps
+  else:
+    assert max(norms) < clip, norms
+
+
+def test_client_step_with_log_priors_equals_numpy(model):
+  """Eq. (6) with a non-uniform prior p_k = (0.7, 0.3, 0) (label 2 absent locally: log 1e-12)
+  and one padded row: the step's loss is the masked mean of CE(logits + log(p_k + 1e-12), y)
+  computed in float64 numpy, its gradient is that of numpy's dL/dlogits = (softmax(logits +
+  log p) - onehot(y)) / n_valid pulled back through the network (a VJP of the logits only),
+  and the slot moves by -lr (g + wd w) (first step: buf = g; ||g|| < 10, no clipping)."""
+  lr, wd = 0.1, 5e-4
+  algo = _algo(model, lr=lr)
+  state = algo.init(jax.random.key(0))
+  log_prior = np.log(np.array([0.7, 0.3, 0.0]) + 1e-12).astype(np.float32)
+  mask = np.array([True, True, True, False])
+  batch = dict(_batch(state, 0, 5, labels=[0, 1, 2, 1]), log_prior=log_prior, mask=mask)
+  theta = jax.tree_util.tree_map(lambda p: p[0], state.client.slots)
+  phi = state.server.server
+  logits, pull_back = jax.vjp(
+      lambda th: model.server_apply(phi, model.client_apply(th, batch["x"])), theta)
+  z = np.asarray(logits, np.float64) + log_prior
+  log_softmax = z - np.log(np.sum(np.exp(z - z.max(1, keepdims=True)), 1, keepdims=True)) \
+      - z.max(1, keepdims=True)
+  y = batch["y"]
+  n = mask.sum()
+  want_loss = -np.sum(log_softmax[np.arange(B), y] * mask) / n
+  dz = (np.exp(log_softmax) - np.eye(M)[y]) * mask[:, None] / n
+  (grad,) = pull_back(jnp.asarray(dz, jnp.float32))
+  norm = np.sqrt(sum(np.sum(np.square(np.asarray(g, np.float64)))
+                     for g in jax.tree_util.tree_leaves(grad)))
+  assert norm < 10.0
+  want = jax.tree_util.tree_map(lambda w, g: np.asarray(w, np.float64)
+                                - lr * (np.asarray(g, np.float64) + wd * np.asarray(w, np.float64)),
+                                theta, grad)
+  cs, out = jax.jit(algo.client_step)(state.client, batch, jax.random.key(1))
+  np.testing.assert_allclose(float(out["client_loss"]), want_loss, rtol=1e-5)
+  chex.assert_trees_all_close(jax.tree_util.tree_map(lambda p: p[0], cs.slots), want,
+                              rtol=1e-4, atol=1e-7)
+  # The prior matters: the row of the locally absent label alone costs ~27.6 / 3 more.
+  zero_loss = -np.sum((np.asarray(logits, np.float64)
+                       - np.log(np.sum(np.exp(np.asarray(logits, np.float64)), 1,
+                                       keepdims=True)))[np.arange(B), y] * mask) / n
+  assert want_loss - zero_loss > 5.0
 
 
 @pytest.mark.parametrize("weights", [(1.0, 1.0), (30.0, 10.0)])
@@ -95,10 +147,14 @@ def test_model_buffer_aggregation(model, weights):
 
 
 def test_generation_tops_labels_up_to_b(model):
-  """generated = sum_y max(0, B - n_y) once all labels have statistics, 0 before (spec §1.5)."""
-  algo = _algo(model)
+  """generated = sum_y max(0, B - n_y) once all labels have statistics, 0 before (spec §1.5);
+  the generated rows carry their labels: label y gets exactly max(0, B - n_y) of them, in the
+  server batch (read back with keep_last_batch; M*B masked rows, label y's block) and in the
+  packed form (`gen_rows`: labels in order), and none before every label has statistics."""
+  algo = _algo(model, keep_last_batch=True)
   state = algo.init(jax.random.key(0))
   run = engine.make_server_runner(algo)
+  gen = jax.jit(algo.generate, static_argnums=4)
   dim = int(np.prod(model.activation_shape))
   rng = np.random.default_rng(0)
 
@@ -108,12 +164,31 @@ def test_generation_tops_labels_up_to_b(model):
                                 labels=jnp.asarray(labels), row_mask=jnp.ones((C, B), bool),
                                 tags=jnp.ones((C,), jnp.float32))
 
+  def generated_labels(ss):
+    _, y, valid = (np.asarray(a) for a in ss.last_batch)
+    gy, gv = y[C * B:], valid[C * B:]
+    np.testing.assert_array_equal(gy, np.repeat(np.arange(M), B))
+    return np.bincount(gy[gv], minlength=M)
+
   ss = state.server
-  ss, m1 = run(ss, buffer([0, 0, 0, 1, 1, 1, 1, 1]), np.int32(0), jax.random.key(0))
+  buf1 = buffer([0, 0, 0, 1, 1, 1, 1, 1])
+  _, (_, py, pv), n, _, _ = gen(ss.stats, buf1, jax.random.key(5), ss.server_updates, 9)
+  assert int(n) == 0 and not np.asarray(pv).any()
+  ss, m1 = run(ss, buf1, np.int32(0), jax.random.key(0))
   assert int(m1["generated"]) == 0                     # label 2 not seen yet: no generation
-  ss, m2 = run(ss, buffer([2, 2, 0, 0, 0, 0, 0, 0]), np.int32(0), jax.random.key(0))
+  np.testing.assert_array_equal(generated_labels(ss), [0, 0, 0])
+  buf2 = buffer([2, 2, 0, 0, 0, 0, 0, 0])
+  before = jax.tree_util.tree_map(jnp.copy, ss.stats)
+  ss, m2 = run(ss, buf2, np.int32(0), jax.random.key(0))
   # n = (6, 0, 2): max(0, 4-6) + (4-0) + (4-2) = 6
   assert int(m2["generated"]) == 6
+  np.testing.assert_array_equal(generated_labels(ss), [0, 4, 2])
+  rows = gas.generated_rows(algo.hparams, np.asarray(buf2.labels), np.ones((C, B), bool),
+                            np.asarray(before.seen))
+  _, (_, py, pv), n, overflow, _ = gen(before, buf2, jax.random.key(5), ss.server_updates, rows)
+  py, pv = np.asarray(py), np.asarray(pv)
+  assert int(n) == 6 and not bool(overflow)
+  np.testing.assert_array_equal(py[pv], [1, 1, 1, 1, 2, 2])
   assert int(ss.server_updates) == 2
   assert bool(jnp.all(ss.stats.seen))
 

@@ -36,7 +36,8 @@ def _naive(compute, distance, seed, num_events):
     tau[i] = 0.0 + fc[i] + ua[i]
   wc = [1] * K
   count = [0] * K
-  tw, u, q_s, q_c = 1, 0, 0, 0
+  joined = [0] * K                  # aggregations before the client's model was dispatched
+  tw, u, q_s, q_c, t = 1, 0, 0, 0, 0
   round_times = []
   events, ties = [], 0
   while len(events) < num_events:
@@ -46,7 +47,8 @@ def _naive(compute, distance, seed, num_events):
         s = p
     ties += sum(tau[order[p]] == tau[order[s]] for p in range(C)) > 1
     k = order[s]
-    ev = dict(client=k, slot=s, counter_tag=wc[k], progress=u, buf_pos=q_s,
+    ev = dict(client=k, slot=s, counter_tag=wc[k], progress=joined[k] * E + count[k] + 1,
+              buf_pos=q_s,
               server_update=False, upload=False, aggregate=False, iteration_time=0.0)
     q_s += 1
     wc[k] += 1
@@ -66,6 +68,7 @@ def _naive(compute, distance, seed, num_events):
       if q_c == C:
         tw += u
         q_c = 0
+        t += 1
         ev["aggregate"] = True
         ev["iteration_time"] = max(round_times)
         round_times = []
@@ -73,6 +76,7 @@ def _naive(compute, distance, seed, num_events):
       j = int(rng.choice(inactive))
       order[s] = j
       wc[j] = tw
+      joined[j] = t
       tau[j] = tau[k] + fc[j] + ua[j]
     else:
       tau[k] += fc[k] + ua[k]
@@ -124,6 +128,7 @@ def test_global_invariants():
   sched = _scheduler(profiles, 2)
   uploads_since_agg = 0
   prev_time = {}
+  steps_in_part, joined_at = {}, {}
   events = []
   for i in range(400):
     before = sched.active.copy()
@@ -134,7 +139,12 @@ def test_global_invariants():
     assert ev.client == before[ev.slot]
     assert ev.server_update == ((i + 1) % C == 0)
     assert ev.buf_pos == i % C
-    assert ev.progress == i // C
+    # Paper's n = tE + e: e counts the client's own steps 1..E of this participation, t the
+    # aggregations before its model was dispatched (a replacement starts from the newest).
+    e = (ev.progress - 1) % E + 1
+    assert e == steps_in_part.get(ev.client, 0) + 1
+    assert (ev.progress - e) // E == joined_at.get(ev.client, 0)
+    steps_in_part[ev.client] = e % E
     if ev.upload:
       uploads_since_agg += 1
       assert after[ev.slot] != ev.client            # the departing client is not re-drawn
@@ -145,6 +155,8 @@ def test_global_invariants():
           sched.tau[j], ev.time + sched.tm.upload_model(ev.client) + sched.tm.compute(j)
           + sched.tm.upload_activation(j), rtol=1e-12)
       assert sched.wc[j] == sched.total_weight
+      joined_at[int(j)] = sched.global_iters
+      steps_in_part[int(j)] = 0
     else:
       assert np.array_equal(after, before)
     if ev.aggregate:
@@ -157,6 +169,7 @@ def test_global_invariants():
   # Each client's steps: E per participation, so uploads happen every E-th own step.
   assert sum(ev.aggregate for ev in events) == sched.global_iters
   assert sched.server_updates == 400 // C
+  assert max(ev.progress for ev in events) > E     # replacements start past t = 0
 
 
 def test_next_iteration_ends_at_aggregate():

@@ -23,7 +23,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from gas_jax import losses, optim, stats as stats_lib
+from gas_jax import losses, optim, stats as stats_lib, weighting
+from gas_jax.models import layers
 
 tree_map = jax.tree_util.tree_map
 DROPOUT_SALT = 0xD0   # the server update's dropout key: fold_in(fold_in(rng, update), salt)
@@ -48,8 +49,11 @@ class GasHParams:
   stats_covariance: str = "full"  # "full" | "diag" | "lowrank" (high-dimensional splits)
   stats_rank: int = 64          # rows kept per label by "lowrank"
   stats_refresh_every: int = 1  # "cholesky": refactorise every N server updates (mean exact)
+  stats_diag_rule: str = "ref"  # "diag" generation: "ref" (REF's diagonal variant) | "topup"
   keep_last_batch: bool = False   # keep the server's last batch (gradient dissimilarity, Fig. 2a)
   server_chunk: int = 0         # server forward/backward in chunks of this many rows (0: one pass)
+  relative_tags: bool = False   # buffer tags relative to a running maximum ("exp"/"poly"; `weighting`)
+  server_bn_client_steps: bool = True  # REF: client-gradient forwards update phi's BN running stats
 
 
 @struct.dataclass
@@ -78,6 +82,7 @@ class ActivationBuffer:
   labels: jax.Array      # [C, B]
   row_mask: jax.Array    # [C, B] bool (partial minibatches are padded)
   tags: jax.Array        # [C] weight tag of each buffered minibatch
+  tag_shift: jax.Array = None  # [C] growth of the tags' reference at each (relative tags only)
 
 
 @struct.dataclass
@@ -112,10 +117,13 @@ def _set(tree, i, value):
 
 
 def build(model, hp: GasHParams) -> Algorithm:
-  if model.stateful and hp.server_chunk:   # batch statistics need the whole batch in one pass
+  # Chunks give the one-pass numbers only for row-wise server parts: batch statistics need the
+  # whole batch, and dropout would draw other masks per chunk (ViT), so those run in one pass.
+  if hp.server_chunk and not model.server_rowwise:
     hp = dataclasses.replace(hp, server_chunk=0)
   c, b, m = hp.participating, hp.batch_size, hp.num_classes
   dim = int(np.prod(model.activation_shape))
+  bn_update = hp.server_bn_client_steps and model.stateful   # client steps return phi
   tx = optim.make_transform(hp.optimizer, hp.momentum, hp.weight_decay, hp.clip_norm)
 
   def init(rng) -> GasState:
@@ -146,7 +154,8 @@ def build(model, hp: GasHParams) -> Algorithm:
                          server_updates=jnp.zeros((), jnp.int32))
     buffer = ActivationBuffer(
         acts=jnp.zeros((c, b, dim), jnp.float32), labels=jnp.zeros((c, b), jnp.int32),
-        row_mask=jnp.zeros((c, b), bool), tags=jnp.zeros((c,), jnp.float32))
+        row_mask=jnp.zeros((c, b), bool), tags=jnp.zeros((c,), jnp.float32),
+        tag_shift=jnp.zeros((c,), jnp.float32) if hp.relative_tags else None)
     return GasState(client=client, server=server, buffer=buffer)
 
   def generate(st, buf: ActivationBuffer, key, server_updates, gen_rows=None, room_made=False):
@@ -154,14 +163,24 @@ def build(model, hp: GasHParams) -> Algorithm:
     buffer's real rows into the per-label statistics, refreshes what the sampler needs and
     tops every label up to B rows with generated activations once all labels have statistics.
 
-    Returns (stats, (x, y, valid) generated rows, number generated, overflow). gen_rows None:
-    M*B rows, label y's first B - n_y valid; an int: packed into gen_rows rows (labels in
+    Returns (stats, (x, y, valid) generated rows, number generated, overflow, info). gen_rows
+    None: M*B rows, label y's first B - n_y valid; an int: packed into gen_rows rows (labels in
     order), overflow = more were needed. room_made: the caller already compressed every label
-    that needed it (`compress`), so the merge skips `stats.make_room`."""
+    that needed it (`compress`), so the merge skips `stats.make_room`. info: "fallbacks", the
+    labels whose sampler fell back to a substitute (`stats.refresh_factors`, report=True), and
+    "real_valid" [C*B], the buffer's rows that enter the server batch: all valid ones, except
+    with diagonal statistics under `stats_diag_rule="ref"` (REF's commented-out diagonal
+    variant, spec §3.5), where once every label has statistics each label keeps only its
+    first B real rows (buffer order), so that every label has exactly B rows; that variant
+    also samples mu + sqrt(var + r + 1e-5) eps (`stats.DIAG_SAMPLE_EPS`)."""
     rows = buf.acts.reshape(c * b, dim)
     labels = buf.labels.reshape(-1)
     mask = buf.row_mask.reshape(-1)
-    weights = jnp.where(mask, jnp.repeat(buf.tags, b), 0.0)
+    tags = buf.tags
+    if hp.relative_tags:    # bring the tags and the stored weights to the newest reference
+      tags, factor = weighting.window_weights(buf.tags, buf.tag_shift)
+      st = weighting.rescale_stats(st, factor)
+    weights = jnp.where(mask, jnp.repeat(tags, b), 0.0)
     st = stats_lib.merge(st, rows, labels, weights, jitter=hp.stats_jitter,
                          block=hp.stats_block,
                          rank=hp.stats_rank if hp.stats_covariance == "lowrank" else 0,
@@ -172,9 +191,16 @@ def build(model, hp: GasHParams) -> Algorithm:
     need = (counts <= b) & all_seen
     if hp.stats_refresh_every > 1:   # amortised: stale factors between refreshes
       need &= (server_updates % hp.stats_refresh_every == 0) | ~stats_lib.factored(st)
-    st = stats_lib.refresh_factors(st, need)
+    st, fallbacks = stats_lib.refresh_factors(st, need, report=True)
     n_gen = jnp.where(all_seen, jnp.clip(b - counts, 0, b), 0)    # label y's first n_gen[y]
-    fake = stats_lib.sample(st, key, b, need=n_gen > 0, rows=n_gen)
+    ref_diag = hp.stats_covariance == "diag" and hp.stats_diag_rule == "ref"
+    fake = stats_lib.sample(st, key, b, need=n_gen > 0, rows=n_gen,
+                            diag_eps=stats_lib.DIAG_SAMPLE_EPS if ref_diag else 0.0)
+    real_valid = mask
+    if ref_diag:    # each label's first B real rows (REF: label_features[:batchsize])
+      onehot = jax.nn.one_hot(labels, m, dtype=jnp.int32) * mask[:, None]
+      rank = jnp.take_along_axis(jnp.cumsum(onehot, 0), labels[:, None], 1)[:, 0] - 1
+      real_valid = mask & (~all_seen | (rank < b))
     overflow = jnp.zeros((), bool)
     if gen_rows is None:    # M*B rows, masked
       gx = fake.reshape(m * b, dim)
@@ -187,7 +213,8 @@ def build(model, hp: GasHParams) -> Algorithm:
       gx = fake[gy, jnp.clip(r - (ends - n_gen)[gy], 0, b - 1)]
       gvalid = r < ends[-1]
       overflow = ends[-1] > gen_rows
-    return st, (gx, gy, gvalid), jnp.sum(n_gen), overflow
+    return (st, (gx, gy, gvalid), jnp.sum(n_gen), overflow,
+            dict(fallbacks=fallbacks, real_valid=real_valid))
 
   def server_step(state: ServerState, batch, rng):
     """SERVER_UPDATE (spec §1.5). batch: {"buffer": ActivationBuffer, "global_iter": int} and
@@ -205,16 +232,20 @@ def build(model, hp: GasHParams) -> Algorithm:
     overflow = jnp.zeros((), bool)
     st = state.stats
     no_room = jnp.zeros((), bool)
+    fallbacks = jnp.zeros((), jnp.int32)
     if hp.generate:
       gen_rows = None if hp.keep_last_batch else batch.get("gen_rows")
       room_made = batch.get("room_made", False)
       if room_made and isinstance(st, stats_lib.SqrtStats):
-        weights = jnp.where(valid, jnp.repeat(buf.tags, b), 0.0)
+        tags = (weighting.window_weights(buf.tags, buf.tag_shift)[0] if hp.relative_tags
+                else buf.tags)
+        weights = jnp.where(valid, jnp.repeat(tags, b), 0.0)
         no_room = jnp.any(stats_lib.overflowing(st.used, st.seen, y, weights, hp.stats_block,
                                                 st.rows.shape[1]))
-      st, (gx, gy, gvalid), generated, overflow = generate(
+      st, (gx, gy, gvalid), generated, overflow, info = generate(
           st, buf, jax.random.fold_in(rng, state.server_updates), state.server_updates,
           gen_rows, room_made)
+      valid, fallbacks = info["real_valid"], info["fallbacks"]
       x = jnp.concatenate([x, gx], 0)
       y = jnp.concatenate([y, gy], 0)
       valid = jnp.concatenate([valid, gvalid], 0)
@@ -241,7 +272,7 @@ def build(model, hp: GasHParams) -> Algorithm:
     if hp.keep_last_batch:
       state = state.replace(last_batch=(x, y, valid))
     return state, dict(server_loss=loss, generated=generated, grad_finite=_finite(grads),
-                       gen_overflow=overflow, stats_overflow=no_room)
+                       gen_overflow=overflow, stats_overflow=no_room, stats_fallbacks=fallbacks)
 
   def compress(state: ServerState, label) -> ServerState:
     """Compresses (or, "lowrank", truncates) one label's square-root factor, the step that
@@ -279,17 +310,20 @@ def build(model, hp: GasHParams) -> Algorithm:
     """Client forward, logit-adjusted loss through the current phi (eq. 6), gradient wrt the
     client's parameters. Both forwards run in training mode (REF): BatchNorm on the batch's
     statistics, dropout keyed by `rng`; the client's running statistics are updated (returned
-    in theta), the server's are not (phi is read-only here; spec §6.16)."""
+    in theta). phi's parameters are read-only here; its BatchNorm running statistics after this
+    forward are returned too (REF updates them on every client batch, spec §1.5, §6.16;
+    `server_bn_client_steps`)."""
     def loss_fn(p):
       a, th = model.client_train(model.with_trainable(theta, p), batch["x"],
                                  jax.random.fold_in(rng, 0), batch["mask"])
-      logits, _ = model.server_train(batch["server"], a, jax.random.fold_in(rng, 1),
-                                     batch["mask"])
+      logits, phi = model.server_train(batch["server"], a, jax.random.fold_in(rng, 1),
+                                       batch["mask"])
       loss = losses.logit_adjusted_ce(logits, batch["y"], batch["mask"], batch["log_prior"])
-      return loss, (a, th)
+      return loss, (a, th, phi)
 
-    (loss, (a, theta)), grads = jax.value_and_grad(loss_fn, has_aux=True)(model.trainable(theta))
-    return loss, jax.lax.stop_gradient(a).reshape(b, dim), grads, theta
+    (loss, (a, theta, phi)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+        model.trainable(theta))
+    return loss, jax.lax.stop_gradient(a).reshape(b, dim), grads, theta, phi
 
   def apply_update(state: ClientState, batch, theta, grads):
     """SGD step on the slot's model (shared or per-slot momentum), then the upload (§1.4)."""
@@ -309,9 +343,12 @@ def build(model, hp: GasHParams) -> Algorithm:
     """One client local step; batch holds x, y, mask, log_prior, slot, upload flags and the
     current server params ("server"). Returns the activation for the server's buffer."""
     theta = _index(state.slots, batch["slot"])
-    loss, act, grads, theta = client_grads(theta, batch, rng)
+    loss, act, grads, theta, phi = client_grads(theta, batch, rng)
     state = apply_update(state, batch, theta, grads)
-    return state, dict(act=act, client_loss=loss, grad_finite=_finite(grads))
+    out = dict(act=act, client_loss=loss, grad_finite=_finite(grads))
+    if bn_update:
+      out["server"] = phi
+    return state, out
 
   def cohort_step(state: ClientState, batch, rng):
     """A cohort of L independent client steps (distinct slots, same phi) in one call.
@@ -326,19 +363,28 @@ def build(model, hp: GasHParams) -> Algorithm:
     thetas = _index(state.slots, batch["slot"])
     per_event = {k: v for k, v in batch.items() if k != "server"}
     keys = jax.vmap(lambda i: jax.random.fold_in(rng, i))(batch["event_id"])
-    loss, act, grads, thetas = jax.vmap(
+    loss, act, grads, thetas, phis = jax.vmap(
         lambda th, ev, k: client_grads(th, dict(ev, server=batch["server"]), k))(
             thetas, per_event, keys)
+    phi0 = batch["server"]
 
-    def body(st, xs):
-      ev, th, g = xs
-      new = apply_update(st, ev, th, g)
-      return tree_map(lambda n, o: jnp.where(ev["valid"], n, o), new, st), None
+    def body(carry, xs):
+      st, phi = carry
+      ev, th, g, phi_i = xs
+      new = (apply_update(st, ev, th, g), phi)
+      if bn_update:   # event i's forward from phi0 gave m r0 + (1-m) s_i; chain them in order
+        new = (new[0], tree_map(lambda p_i, r, r0: p_i + layers.BN_MOMENTUM * (r - r0),
+                                phi_i, phi, phi0))
+      return tree_map(lambda n, o: jnp.where(ev["valid"], n, o), new, (st, phi)), None
 
     # Unrolled (L is a static bucket size): no loop for a GPU to drive from the host.
-    state, _ = jax.lax.scan(body, state, (per_event, thetas, grads), unroll=True)
+    (state, phi), _ = jax.lax.scan(body, (state, phi0), (per_event, thetas, grads, phis),
+                                   unroll=True)
     finite = jax.vmap(_finite)(grads) | ~batch["valid"]
-    return state, dict(act=act, client_loss=loss, grad_finite=finite)
+    out = dict(act=act, client_loss=loss, grad_finite=finite)
+    if bn_update:
+      out["server"] = phi
+    return state, out
 
   def evaluate(state: GasState, x, y, mask):
     """Sums of correct predictions and CE over the masked rows, with theta_glob and phi."""
@@ -361,8 +407,9 @@ def _chunked_ce_grads(model, phi, x, y, valid, key, chunk: int):
 
   The loop stops after the last chunk holding a valid row: the chunks past it would only add
   exact zeros. So rows packed at the front of a large static block cost only what they use,
-  and the generated rows need one compiled size (`generated_row_sizes`). Dropout draws chunk
-  i's mask from fold_in(key, i)."""
+  and the generated rows need one compiled size (`generated_row_sizes`). Only used for
+  `model.server_rowwise` server parts (`build` turns chunks off otherwise): with dropout or batch
+  statistics the chunks would draw other masks or statistics than one pass."""
   n = x.shape[0]
   k = -(-n // chunk)
   pad = k * chunk - n
@@ -430,8 +477,11 @@ def hparams_from_config(config, num_classes: int, generate: bool) -> GasHParams:
       stats_jitter=config.stats.jitter, stats_block=config.stats.block,
       stats_method=config.stats.method, stats_covariance=config.stats.covariance,
       stats_rank=config.stats.rank, stats_refresh_every=config.stats.refresh_every,
+      stats_diag_rule=config.stats.diag_rule,
       keep_last_batch=bool(config.grad_dissimilarity.enabled),
-      server_chunk=server_chunk(config))
+      server_chunk=server_chunk(config),
+      relative_tags=config.weighting.fn in weighting.RELATIVE,
+      server_bn_client_steps=bool(config.model.server_bn_client_steps))
 
 
 def server_chunk(config) -> int:

@@ -9,7 +9,14 @@ before the normalisation. A flip commutes with the (per-channel) normalisation.
 Everything is drawn from one `key`: sample i uses `jax.random.fold_in(key, i)`, so its crop and
 flip depend only on (key, i), never on the batch size. `augment_params` exposes those draws so
 that tests (and anyone replaying a run) can recompute the same augmentation.
+
+Every method gets its training minibatches from `train_batch` (GAS and GAS without generation
+through `engine.client_event`/`cohort_event`, FedAvg/FedBuff/CA2FL through
+`runners.fl_runner`, MiniBatch-SFL/S2FL through `runners.sfl_runner`), keyed the same way: the
+n-th client step of a run (n counted from 0 over all its clients) augments with
+`step_key(run_key(seed), n)`, whatever the method.
 """
+import dataclasses
 from typing import Optional, Sequence, Tuple
 
 import jax
@@ -82,3 +89,50 @@ def augment(x: jax.Array, key: jax.Array, pad: int = 4, flip: bool = True,
     return crop
 
   return jax.vmap(one)(padded, offsets, flips)
+
+
+AUGMENT_SALT = 0xA6
+
+
+def run_key(seed: int) -> jax.Array:
+  """The root of a run's augmentation keys (the GAS runner's client-step key)."""
+  return jax.random.fold_in(jax.random.key(seed), 1)
+
+
+def step_key(key: jax.Array, step_id) -> jax.Array:
+  """The augmentation key of client step `step_id` under the root `key`."""
+  return jax.random.fold_in(jax.random.fold_in(key, step_id), AUGMENT_SALT)
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmenter:
+  """spec §4.1's train-time augmentation with its static settings (hashable: it keys the
+  runners' compilation caches). pad_value: per-channel normalised value of a black pixel."""
+  pad: int = 4
+  flip: bool = True
+  pad_value: Optional[Tuple[float, ...]] = None
+
+  def __call__(self, x: jax.Array, key: jax.Array) -> jax.Array:
+    pv = None if self.pad_value is None else jnp.asarray(self.pad_value, jnp.float32)
+    return augment(x, key, pad=self.pad, flip=self.flip, pad_value=pv)
+
+
+def from_config(config) -> Optional[Augmenter]:
+  """RandomCrop(pad 4, zero padding in pixel space) + horizontal flip when config.data.augment
+  (spec §4.1), else None."""
+  if not config.data.augment:
+    return None
+  from gas_jax.data import real   # noqa: PLC0415  (real imports the sources registry)
+  spec = real.SPECS.get(config.data.name)
+  pad_value = (None if spec is None else
+               tuple(float(v) for v in zero_pixel_value(spec.mean, spec.std)))
+  return Augmenter(pad=4, flip=True, pad_value=pad_value)
+
+
+def train_batch(data, idx, key, step_id, augmenter: Optional[Augmenter]):
+  """The one way every method reads a training minibatch: (x, y) = the rows `idx` of the
+  device-resident train set, x augmented with `step_key(key, step_id)` when `augmenter`."""
+  x = data["x"][idx]
+  if augmenter is not None:
+    x = augmenter(x, step_key(key, step_id))
+  return x, data["y"][idx]

@@ -231,6 +231,9 @@ def flatten(x):
   return x.reshape((x.shape[0], -1))
 
 
+BN_MOMENTUM = 0.9   # running = 0.9 running + 0.1 batch (PyTorch's momentum 0.1)
+
+
 def batch_norm(x, train: bool, mask, name: str):
   """BatchNorm with PyTorch's defaults (gamma 1, beta 0, momentum 0.1 = Flax 0.9, eps 1e-5).
 
@@ -243,5 +246,5 @@ def batch_norm(x, train: bool, mask, name: str):
   """
   if mask is not None:
     mask = jnp.broadcast_to(mask.reshape((-1,) + (1,) * (x.ndim - 1)), x.shape)
-  return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5,
+  return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM, epsilon=1e-5,
                       name=name)(x, mask=mask if train else None)

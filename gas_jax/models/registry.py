@@ -132,6 +132,13 @@ class SplitModel:
     client_params, server_params = params_pair
     return self.server_apply(server_params, self.client_apply(client_params, x))
 
+  @property
+  def server_rowwise(self) -> bool:
+    """The server part's training forward treats rows independently and deterministically (no
+    batch statistics, no dropout: its module takes no `train` argument), so a batch split into
+    chunks gives the same logits and summed gradients as one pass."""
+    return "train" not in inspect.signature(type(self.server).__call__).parameters
+
   # -- training mode -----------------------------------------------------------------------------
   def _train(self, module, part, x, rng, mask):
     if "train" not in inspect.signature(type(module).__call__).parameters:

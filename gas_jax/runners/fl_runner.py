@@ -18,6 +18,7 @@ import jax
 import numpy as np
 
 from gas_jax.algorithms import fl
+from gas_jax.data import augment as augment_lib
 from gas_jax.registry import ALGORITHMS
 from gas_jax.runners import RunContext, finite_check
 
@@ -75,13 +76,15 @@ class AsyncClock:
 
 
 @functools.lru_cache(maxsize=16)
-def compiled_step(model, hp: fl.FLHParams):
+def compiled_step(model, hp: fl.FLHParams, augmenter=None):
   """(algorithm, jit(local step with on-device minibatch gather), jit(init_opt)), cached per
-  (model, hparams) so runners built in one process share compilations."""
+  (model, hparams, augmenter) so runners built in one process share compilations. The
+  minibatch comes from `augment.train_batch`, as in every method."""
   algo = fl.build(model, hp)
 
-  def step(params, opt, data, idx, mask, global_iter, key, step_id):
-    batch = dict(x=data["x"][idx], y=data["y"][idx], mask=mask, global_iter=global_iter)
+  def step(params, opt, data, idx, mask, global_iter, key, aug_key, step_id):
+    x, y = augment_lib.train_batch(data, idx, aug_key, step_id, augmenter)
+    batch = dict(x=x, y=y, mask=mask, global_iter=global_iter)
     return algo.local_step(params, opt, batch, jax.random.fold_in(key, step_id))
 
   return algo, jax.jit(step), jax.jit(algo.init_opt)
@@ -94,7 +97,9 @@ class _FLBase:
     cfg = ctx.config
     self.ctx, self.cfg = ctx, cfg
     self.K, self.C, self.E = cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters
-    self.algo, self._step, self._init_opt = compiled_step(ctx.model, fl.hparams_from_config(cfg))
+    self.algo, self._step, self._init_opt = compiled_step(ctx.model, fl.hparams_from_config(cfg),
+                                                          augment_lib.from_config(cfg))
+    self.aug_key = augment_lib.run_key(cfg.seed)
     self.glob, self.opt = self.algo.init(jax.random.fold_in(jax.random.key(cfg.seed), 0))
     self.key = jax.random.fold_in(jax.random.key(cfg.seed), STEP_STREAM)  # dropout keys
     self.per_client = cfg.clients.momentum == "per_client"
@@ -112,7 +117,7 @@ class _FLBase:
     for _ in range(self.E):
       idx, mask = self.ctx.clients.next_batch(k)
       params, self.opt, out = self._step(params, self.opt, self.ctx.data, idx, mask, it,
-                                         self.key, np.int32(self.client_steps))
+                                         self.key, self.aug_key, np.int32(self.client_steps))
       self._losses.append(out["loss"])
       self._finite.append(out["grad_finite"])
       self.client_steps += 1
@@ -125,7 +130,7 @@ class _FLBase:
     return dict(server_updates=self.global_iters, client_steps=self.client_steps,
                 simulated_time_s=self.t_now,
                 client_loss=float(np.mean(losses)) if losses else None,
-                server_loss=None, generated_per_update=0.0)
+                server_loss=None, generated_per_update=0.0, stats_fallbacks=0)
 
   def eval_params(self):
     return self.glob

@@ -5,31 +5,25 @@ is one jitted call (minibatch gathered on the device by index); after every C-th
 update runs (statistics merge, generation, server SGD step).
 """
 import functools
-import math
 
 import jax
 import numpy as np
 
-from gas_jax import dissimilarity, engine
+from gas_jax import dissimilarity, engine, weighting
+from gas_jax import stats as stats_lib
 from gas_jax.algorithms import gas
 from gas_jax.data import augment as augment_lib
-from gas_jax.data import real
 from gas_jax.registry import ALGORITHMS
 from gas_jax.runners import RunContext, finite_check
 from gas_jax.system import scheduler as scheduler_lib
 
 
-def weight_tag(config, ev: scheduler_lib.Event) -> float:
-  """s(n) of an activation (spec §1.6): REF counter, or the paper's functions of n = U + 1."""
-  fn, a, b = config.weighting.fn, config.weighting.a, config.weighting.b
-  n = ev.progress + 1
-  if fn == "ref":
-    return float(ev.counter_tag)
-  if fn == "linear":
-    return float(n)
-  if fn == "exp":
-    return float(a * math.exp(b * n))
-  return float(a * n ** b)   # "poly"
+def take_server(server_state, out):
+  """REF (BatchNorm in the server part): the client steps' forwards updated phi's running
+  statistics; `out["server"]` (popped) becomes the server model."""
+  if "server" in out:
+    return server_state.replace(server=out.pop("server"))
+  return server_state
 
 
 def cohort_size(config) -> int:
@@ -39,15 +33,6 @@ def cohort_size(config) -> int:
   if n < 0:
     return 1 if jax.default_backend() == "cpu" else 0
   return n
-
-
-def augmenter(config):
-  """Random crop (4-pixel zero padding) + horizontal flip when config.data.augment (spec §4.1)."""
-  if not config.data.augment:
-    return None
-  spec = real.SPECS.get(config.data.name)
-  pad_value = (augment_lib.zero_pixel_value(spec.mean, spec.std) if spec is not None else None)
-  return functools.partial(augment_lib.augment, pad=4, flip=True, pad_value=pad_value)
 
 
 def device_mesh(config):
@@ -72,7 +57,7 @@ class GasRunner:
         cfg.seed)
     key = jax.random.key(cfg.seed)
     self.state = self.algo.init(jax.random.fold_in(key, 0))
-    self.step_key = jax.random.fold_in(key, 1)
+    self.step_key = augment_lib.run_key(cfg.seed)   # fold_in(key, 1): steps and augmentation
     self.server_key = jax.random.fold_in(key, 2)
     self.cohort_size = cohort_size(cfg)
     # The mesh shards the cohort axis; event-by-event steps would only be replicated on it.
@@ -81,7 +66,7 @@ class GasRunner:
       replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
       self.state = jax.device_put(self.state, replicated)
       ctx.data = jax.device_put(ctx.data, replicated)
-    aug = augmenter(cfg)
+    aug = augment_lib.from_config(cfg)
     self.client_run = engine.make_client_runner(self.algo, augment=aug)
     self.cohort_run = engine.make_cohort_runner(self.algo, self.mesh, augment=aug)
     self.server_run = engine.make_server_runner(self.algo)
@@ -137,18 +122,20 @@ class GasRunner:
       arrays = []
       for ev in group:
         idx, mask = clients.next_batch(ev.client)
-        arrays.append(engine.event_arrays(ev, idx, mask, weight_tag(self.cfg, ev),
+        arrays.append(engine.event_arrays(ev, idx, mask, weighting.tag(self.cfg, ev),
                                           self.agg_w[ev.client], self.client_steps))
         self.client_steps += 1
       if self.cohort_size == 1:          # event by event
         for a in arrays:
           cs, buf, out = self.client_run(cs, buf, ss.server, self.ctx.data, a, self.step_key)
+          ss = take_server(ss, out)
           client_out.append((None, out))
       else:
         n_dev = 1 if self.mesh is None else self.mesh.size
         stacked = engine.stack_events(arrays, engine.bucket(len(arrays), n_dev))
         cs, buf, out = self.cohort_run(cs, buf, ss.server, self.ctx.data, stacked,
                                        self.step_key)
+        ss = take_server(ss, out)
         client_out.append((len(arrays), out))
       if group[-1].server_update:
         ss, sm = engine.run_server_update(self.algo, self.server_run, self.compress_run, ss,
@@ -163,6 +150,8 @@ class GasRunner:
 
     client_loss = per_event("client_loss")
     server_loss = np.array([o["server_loss"] for o in server_out])
+    # Fallbacks are reported (warning) before a non-finite check can stop the run.
+    fallbacks = stats_lib.report_fallbacks(sched.global_iters, server_out)
     finite_check(sched.global_iters, client_loss=client_loss,
                  client_gradient=per_event("grad_finite"),
                  server_loss=server_loss,
@@ -176,7 +165,8 @@ class GasRunner:
                 simulated_time_s=events[-1].iteration_time,
                 client_loss=float(np.mean(client_loss)),
                 server_loss=float(np.mean(server_loss)) if len(server_loss) else None,
-                generated_per_update=float(np.mean(generated)) if generated else 0.0)
+                generated_per_update=float(np.mean(generated)) if generated else 0.0,
+                stats_fallbacks=fallbacks)
 
   def dissimilarity(self, iteration: int) -> float:
     """Gradient dissimilarity after an aggregation, on test minibatches drawn from the seed."""

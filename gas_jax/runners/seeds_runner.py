@@ -6,8 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gas_jax import engine
+from gas_jax import engine, weighting
 from gas_jax.algorithms import gas
+from gas_jax.data import augment as augment_lib
 from gas_jax.runners import RunContext
 from gas_jax.runners import gas_runner, seeds_steps
 from gas_jax.sqrt_stats import SqrtStats
@@ -61,9 +62,9 @@ class SeedsGasRunner:
     keys = [jax.random.key(ctx.config.seed) for ctx in contexts]
     init = jax.jit(self.algo.init)
     states = [init(jax.random.fold_in(k, 0)) for k in keys]
-    self.step_keys = [jax.random.fold_in(k, 1) for k in keys]
+    self.step_keys = [augment_lib.run_key(ctx.config.seed) for ctx in contexts]
     self.server_keys = [jax.random.fold_in(k, 2) for k in keys]
-    aug = gas_runner.augmenter(cfg)
+    aug = augment_lib.from_config(cfg)
     if vmapped:
       # Client steps and server updates are vmapped over seeds. The statistics' compressions
       # run from the host, one seed's label at a time (`seeds_steps.make_compress_runner`):
@@ -104,7 +105,7 @@ class SeedsGasRunner:
     """Seed s's next event and its arrays (consumes its scheduler and minibatch streams)."""
     ev = self.schedulers[s].next_event()
     idx, mask = self.contexts[s].clients.next_batch(ev.client)
-    arrays = engine.event_arrays(ev, idx, mask, gas_runner.weight_tag(self.cfg, ev),
+    arrays = engine.event_arrays(ev, idx, mask, weighting.tag(self.cfg, ev),
                                  self.agg_w[s][ev.client], int(self.client_steps[s]))
     self.client_steps[s] += 1
     return ev, arrays
@@ -202,6 +203,7 @@ class SeedsGasRunner:
         stacked = {k: np.stack([p[k] for p in per_seed]) for k in pad}
         cs, buf, c_out = self.cohort_run(cs, buf, self.servers.server, self.data, stacked,
                                          self.step_keys)
+        self.servers = gas_runner.take_server(self.servers, c_out)   # padding keeps phi
         c_outs.append((c_out, [len(g) for g in groups]))
       self.state = (cs, buf)
       events = [[ev for g in seg for ev, _ in g] for seg in segs]
@@ -218,7 +220,7 @@ class SeedsGasRunner:
         st, ctx = self.states[s], self.contexts[s]
         cs, buf, c_out = self.client_run(st.client, st.buffer, st.server.server, ctx.data,
                                          arrays, self.step_keys[s])
-        ss, s_out = st.server, None
+        ss, s_out = gas_runner.take_server(st.server, c_out), None
         if ev.server_update:
           self.server_updates[s] += 1
           it = np.int32(self.schedulers[s].global_iters - int(ev.aggregate))
@@ -231,8 +233,14 @@ class SeedsGasRunner:
     arrays = [p[1] if p is not None else template for p in pulled]
     stacked = {k: np.stack([a[k] for a in arrays]) for k in template}
     cs, buf = self.state
+    active = np.asarray(active, bool)
     cs, buf, c_out = self.client_run(cs, buf, self.servers.server, self.data, stacked,
-                                     self.step_keys, np.asarray(active, bool))
+                                     self.step_keys, active)
+    if "server" in c_out:   # inactive seeds keep their phi
+      c_out["server"] = tree_map(
+          lambda n, o: jnp.where(active.reshape((-1,) + (1,) * (n.ndim - 1)), n, o),
+          c_out["server"], self.servers.server)
+    self.servers = gas_runner.take_server(self.servers, c_out)
     self.state = (cs, buf)
     ones = [int(p is not None) for p in pulled]
     return events, ([(c_out, ones)],
@@ -295,7 +303,7 @@ class SeedsGasRunner:
       if item is not None:
         ev = scheduler_lib.Event(**item["ev"])
         self.lookahead[s] = (ev, engine.event_arrays(
-            ev, item["idx"], item["mask"], gas_runner.weight_tag(self.cfg, ev),
+            ev, item["idx"], item["mask"], weighting.tag(self.cfg, ev),
             self.agg_w[s][ev.client], item["event_id"]))
 
   def seed_state_dict(self, s: int) -> dict:

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from gas_jax.algorithms import fl, sfl
+from gas_jax.data import augment as augment_lib
 from gas_jax.registry import ALGORITHMS
 from gas_jax.runners import RunContext, finite_check
 from gas_jax.runners import fl_runner
@@ -72,13 +73,15 @@ SERVER_SALT = 0x5E    # server steps fold this into the step key (client steps d
 
 
 @functools.lru_cache(maxsize=16)
-def compiled_steps(model, hp: fl.FLHParams):
+def compiled_steps(model, hp: fl.FLHParams, augmenter=None):
   """(algorithm, jit(client step), jit(server step), jit(init_opt)) with on-device minibatch
-  gathers, cached per (model, hparams) so runners built in one process share compilations."""
+  gathers (`augment.train_batch`, as in every method), cached per (model, hparams, augmenter)
+  so runners built in one process share compilations."""
   algo = sfl.build(model, hp)
 
-  def client(theta, copt, phi, data, idx, mask, it, key, step_id):
-    batch = dict(x=data["x"][idx], y=data["y"][idx], mask=mask, global_iter=it)
+  def client(theta, copt, phi, data, idx, mask, it, key, aug_key, step_id):
+    x, y = augment_lib.train_batch(data, idx, aug_key, step_id, augmenter)
+    batch = dict(x=x, y=y, mask=mask, global_iter=it)
     return algo.client_step(theta, copt, phi, batch, jax.random.fold_in(key, step_id))
 
   def server(phi, sopt, data, acts, idx, mask, it, key, step_id):
@@ -97,7 +100,8 @@ class SyncSflRunner:
     self.ctx, self.cfg, self.grouped = ctx, cfg, grouped
     self.K, self.C, self.E = cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters
     self.algo, self._client, self._server, self._init_opt = compiled_steps(
-        ctx.model, fl.hparams_from_config(cfg))
+        ctx.model, fl.hparams_from_config(cfg), augment_lib.from_config(cfg))
+    self.aug_key = augment_lib.run_key(cfg.seed)
     self.theta, self.phi, self.copt, self.sopt = self.algo.init(
         jax.random.fold_in(jax.random.key(cfg.seed), 0))
     self.key = jax.random.fold_in(jax.random.key(cfg.seed), fl_runner.STEP_STREAM)
@@ -140,7 +144,8 @@ class SyncSflRunner:
           idx, mask = clients.next_batch(k)
           opt = copts[i] if self.per_client else self.copt
           thetas[i], opt, out = self._client(thetas[i], opt, phi_snap, data, idx, mask, it,
-                                             self.key, np.int32(self.client_steps))
+                                             self.key, self.aug_key,
+                                             np.int32(self.client_steps))
           if self.per_client:
             copts[i] = opt
           else:
@@ -167,7 +172,8 @@ class SyncSflRunner:
                  server_gradient=[o["grad_finite"] for o in s_out])
     return dict(server_updates=self.server_updates, client_steps=self.client_steps,
                 simulated_time_s=self.t_now, client_loss=float(np.mean(c_loss)),
-                server_loss=float(np.mean(s_loss)), generated_per_update=0.0)
+                server_loss=float(np.mean(s_loss)), generated_per_update=0.0,
+                stats_fallbacks=0)
 
   def eval_params(self):
     return self.theta, self.phi

@@ -21,13 +21,16 @@ class Event:
   client: int
   slot: int
   counter_tag: int     # REF weight tag: the client's weight counter wc_k (spec §1.6)
-  progress: int        # number of server updates before this step (paper's n, spec §6.2)
+  progress: int        # paper's n = tE + e (spec §1.6): t = aggregations before the client's
+                       # model was dispatched, e = 1..E its local step
   buf_pos: int         # position in the activation buffer
   server_update: bool  # the buffer is full after this step -> server update
   upload: bool         # the client's E-th step -> model upload and replacement
   aggregate: bool      # the model buffer is full after this upload -> new global model
   time: float          # the client's clock when this step's backward ended
   iteration_time: float = 0.0   # for aggregate events: max upload time of the flushed models
+  max_progress: int = 0        # largest progress of any step so far, this one included
+  prev_max_progress: int = 0   # the same before this step (relative weight tags, `weighting`)
 
 
 class GasScheduler:
@@ -44,6 +47,8 @@ class GasScheduler:
       self.tau[k] = self.tm.compute(k) + self.tm.upload_activation(k)
     self.wc = np.ones(self.K, np.int64)
     self.count = np.zeros(self.K, np.int64)
+    self.joined = np.zeros(self.K, np.int64)   # t of each client's starting model (paper's n)
+    self.max_progress = 0
     self.total_weight = 1        # REF "total_weight_count" (TW)
     self.server_updates = 0      # U
     self.q_s = 0
@@ -56,7 +61,9 @@ class GasScheduler:
     k = int(self.active[s])
     tag = int(self.wc[k])
     self.wc[k] += 1
-    progress = self.server_updates
+    progress = int(self.joined[k] * self.E + self.count[k] + 1)
+    prev_max = self.max_progress
+    self.max_progress = max(prev_max, progress)
     buf_pos = self.q_s
     self.q_s += 1
     self.tau[k] += self.tm.compute(k)          # backward
@@ -83,12 +90,14 @@ class GasScheduler:
       j = int(self.rng.choice(inactive))
       self.active[s] = j
       self.wc[j] = self.total_weight
+      self.joined[j] = self.global_iters
       self.tau[j] = self.tau[k] + self.tm.compute(j) + self.tm.upload_activation(j)
     else:
       self.tau[k] += self.tm.compute(k) + self.tm.upload_activation(k)
     return Event(client=k, slot=s, counter_tag=tag, progress=progress, buf_pos=buf_pos,
                  server_update=server_update, upload=upload, aggregate=aggregate,
-                 time=time, iteration_time=iteration_time)
+                 time=time, iteration_time=iteration_time, max_progress=self.max_progress,
+                 prev_max_progress=prev_max)
 
   def next_iteration(self) -> List[Event]:
     """Events up to and including the next aggregation (one global iteration)."""
@@ -102,14 +111,15 @@ class GasScheduler:
   def state_dict(self) -> dict:
     return dict(rng=self.rng.bit_generator.state, active=self.active.copy(),
                 tau=self.tau.copy(), wc=self.wc.copy(), count=self.count.copy(),
+                joined=self.joined.copy(), max_progress=self.max_progress,
                 total_weight=self.total_weight, server_updates=self.server_updates,
                 q_s=self.q_s, q_c=self.q_c, global_iters=self.global_iters,
                 round_times=list(self.round_times))
 
   def load_state_dict(self, d: dict) -> None:
     self.rng.bit_generator.state = d["rng"]
-    for name in ("active", "tau", "wc", "count"):
+    for name in ("active", "tau", "wc", "count", "joined"):
       setattr(self, name, np.array(d[name]))
-    for name in ("total_weight", "server_updates", "q_s", "q_c", "global_iters"):
+    for name in ("total_weight", "server_updates", "q_s", "q_c", "global_iters", "max_progress"):
       setattr(self, name, int(d[name]))
     self.round_times = [float(x) for x in d["round_times"]]
