@@ -168,7 +168,8 @@ def event_arrays(ev, idx, mask, tag, agg_weight: float, event_id: int) -> Dict:
   tag, shift = tag if isinstance(tag, tuple) else (tag, 0.0)
   return dict(event_id=np.int32(event_id), client=np.int32(ev.client), slot=np.int32(ev.slot),
               idx=np.asarray(idx, np.int32), mask=np.asarray(mask, bool),
-              tag=np.float32(tag), tag_shift=np.float32(shift), buf_pos=np.int32(ev.buf_pos), upload=np.bool_(ev.upload),
+              tag=np.float32(tag), tag_shift=np.float32(shift), buf_pos=np.int32(ev.buf_pos),
+              upload=np.bool_(ev.upload),
               aggregate=np.bool_(ev.aggregate), agg_weight=np.float32(agg_weight))
 
 

@@ -420,3 +420,17 @@ def test_compressions_from_the_host_equal_inline_ones(covariance):
   assert bool(out["stats_overflow"])
   with pytest.raises(RuntimeError, match="factor full"):
     engine.check_gen_rows([jax.device_get(out)])
+
+
+def test_server_chunks_only_for_row_wise_server_parts():
+  """execution.server_chunk keeps the one-pass numbers only where the server part treats rows
+  independently: with dropout (ViT) or BatchNorm (cnn_small_bn) `build` turns chunks off."""
+  hp = dict(participating=C, batch_size=B, server_chunk=32)
+  cnn = get_model("cnn_small", "default", M, (8, 8, 1))
+  assert cnn.server_rowwise
+  assert gas.build(cnn, gas.GasHParams(num_classes=M, **hp)).hparams.server_chunk == 32
+  for name, split, shape in (("vit_small", "L1", (32, 32, 3)),
+                             ("cnn_small_bn", "default", (8, 8, 1))):
+    other = get_model(name, split, 10, shape)
+    assert not other.server_rowwise
+    assert gas.build(other, gas.GasHParams(num_classes=10, **hp)).hparams.server_chunk == 0

@@ -38,13 +38,6 @@ def _config(algorithm, iters):
   return c
 
 
-def _trace(opt_state):
-  for s in opt_state:
-    if hasattr(s, "trace"):
-      return s.trace
-  raise AssertionError(f"no momentum trace in {opt_state}")
-
-
 def _run_engine(cfg):
   ctx = train.build_context(cfg)
   runner = ALGORITHMS.get(cfg.algorithm)(ctx)
@@ -61,7 +54,8 @@ def _run_engine(cfg):
   for _ in range(cfg.num_global_iters):
     runner.run_iteration()
     it = dict(glob=common.copy(jax.device_get(runner.glob)),
-              trace=common.copy(jax.device_get(_trace(runner.opt))), t_now=runner.t_now)
+              trace=common.copy(jax.device_get(common.momentum_trace(runner.opt))),
+              t_now=runner.t_now)
     if cfg.algorithm == "ca2fl":
       it["caches"] = common.copy(jax.device_get(runner.acc.caches))
     rec["iters"].append(it)

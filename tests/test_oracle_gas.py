@@ -51,14 +51,6 @@ def _config():
   return c
 
 
-def _trace(opt_state):
-  """The momentum buffer (optax trace) in an optax chain state."""
-  for s in opt_state:
-    if hasattr(s, "trace"):
-      return s.trace
-  raise AssertionError(f"no momentum trace in {opt_state}")
-
-
 def _dense_cov(stats):
   """[M, D, D] float64 covariances of the engine's statistics (square-root factor or not)."""
   if hasattr(stats, "rows"):
@@ -118,7 +110,8 @@ def _run_engine(cfg):
     s = common.copy(jax.device_get(runner.state))
     rec["iters"].append(dict(
         glob=s.client.global_client, slots=s.client.slots, phi=s.server.server,
-        client_trace=_trace(s.client.client_opt), server_trace=_trace(s.server.server_opt),
+        client_trace=common.momentum_trace(s.client.client_opt),
+        server_trace=common.momentum_trace(s.server.server_opt),
         buffer=s.buffer, cov=_dense_cov(s.server.stats), q_s=runner.scheduler.q_s))
   return ctx, init, rec
 

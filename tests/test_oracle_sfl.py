@@ -37,13 +37,6 @@ def _config():
   return c
 
 
-def _trace(opt_state):
-  for s in opt_state:
-    if hasattr(s, "trace"):
-      return s.trace
-  raise AssertionError(f"no momentum trace in {opt_state}")
-
-
 def _run_engine(cfg):
   ctx = train.build_context(cfg)
   runner = ALGORITHMS.get(cfg.algorithm)(ctx)
@@ -68,8 +61,8 @@ def _run_engine(cfg):
     rec["iters"].append(dict(
         theta=common.copy(jax.device_get(runner.theta)),
         phi=common.copy(jax.device_get(runner.phi)),
-        ctrace=common.copy(jax.device_get(_trace(runner.copt))),
-        strace=common.copy(jax.device_get(_trace(runner.sopt))), t_now=runner.t_now))
+        ctrace=common.copy(jax.device_get(common.momentum_trace(runner.copt))),
+        strace=common.copy(jax.device_get(common.momentum_trace(runner.sopt))), t_now=runner.t_now))
   return ctx, init, rec
 
 

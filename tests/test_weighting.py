@@ -100,7 +100,7 @@ def test_tag_is_relative_to_the_running_maximum():
   assert weighting.tag(_config("exp", b=1.0), first) == (1.0, 0.0)
 
 
-@pytest.mark.parametrize("method", ["sqrt", "cholesky"])
+@pytest.mark.parametrize("method", ["sqrt", pytest.param("cholesky", marks=pytest.mark.slow)])
 def test_relative_tags_equal_absolute_tags(model, method):
   """Where a e^{bn} fits in float32 (n <= 200, b = 0.05): the relative path gives the absolute
   path's mean and covariance (REF jitter included: it decays by W / W', a ratio), and weights

@@ -52,7 +52,7 @@ class GasHParams:
   stats_diag_rule: str = "ref"  # "diag" generation: "ref" (REF's diagonal variant) | "topup"
   keep_last_batch: bool = False   # keep the server's last batch (gradient dissimilarity, Fig. 2a)
   server_chunk: int = 0         # server forward/backward in chunks of this many rows (0: one pass)
-  relative_tags: bool = False   # buffer tags relative to a running maximum ("exp"/"poly"; `weighting`)
+  relative_tags: bool = False   # tags relative to a running maximum ("exp"/"poly", `weighting`)
   server_bn_client_steps: bool = True  # REF: client-gradient forwards update phi's BN running stats
 
 

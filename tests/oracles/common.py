@@ -175,3 +175,11 @@ class Net:
     self.client_grad = jax.jit(jax.value_and_grad(client_loss, has_aux=True))
     self.server_grad = jax.jit(jax.value_and_grad(server_loss))
     self.full_grad = jax.jit(jax.value_and_grad(full_loss))
+
+
+def momentum_trace(opt_state):
+  """The momentum buffer (optax trace) in an optax chain state."""
+  for s in opt_state:
+    if hasattr(s, "trace"):
+      return s.trace
+  raise AssertionError(f"no momentum trace in {opt_state}")

@@ -1,6 +1,6 @@
 r"""FedBuff / CA2FL simulated clock at T global iterations: REF's loop vs gas-jax's, over many seeds.
 
-    python launch/ref_clock_spread.py --seeds=300 --T=60 --E=10
+    python launch/ref_check/clock_spread.py --seeds=300 --T=60 --E=10
 
 REF (baseline/FedBuff.py and CA2FL.py, transcribed: `find_client_with_min_time`, `replace_user`,
 2E `model_process` + `transmit_model` per dispatch, REF's AlexNet constants) draws the client
