@@ -20,8 +20,9 @@ from gas_jax.runners import seeds_steps
 S = 3
 
 
-def _setup():
+def _setup(relative=False):
   c = digits.get_config()
+  c.weighting.fn = "exp" if relative else "ref"   # "exp": relative tags with reference shifts
   ctx = train.build_context(c)
   hp = gas.hparams_from_config(c, ctx.dataset.num_classes, True)
   algo = gas.build(ctx.model, hp)
@@ -34,7 +35,9 @@ def _buffer(rng, algo, like):
   return like.replace(acts=jnp.asarray(rng.normal(size=(cc, b, d)), jnp.float32),
                       labels=jnp.asarray(rng.integers(0, m, (cc, b)), jnp.int32),
                       row_mask=jnp.asarray(rng.random((cc, b)) < 0.9),
-                      tags=jnp.asarray(rng.integers(1, 4, cc), jnp.float32))
+                      tags=jnp.asarray(rng.integers(1, 4, cc), jnp.float32),
+                      tag_shift=None if like.tag_shift is None else
+                      jnp.asarray(rng.uniform(0.0, 0.5, cc), jnp.float32))
 
 
 def _stack(trees):
@@ -45,12 +48,13 @@ def _seed(tree, s):
   return jax.tree_util.tree_map(lambda a: a[s], tree)
 
 
-@pytest.fixture(scope="module")
-def rounds():
+@pytest.fixture(scope="module", params=[False, True], ids=["ref_tags", "relative_tags"])
+def rounds(request):
   """Two rounds of server updates on random buffers, vmapped and separately. Round 0: every
-  seed is due; round 1: seeds 0 and 2 only. Returns (algo, per-round records, stacked servers
-  after round 1, separate servers after round 1)."""
-  _, algo, servers = _setup()
+  seed is due; round 1: seeds 0 and 2 only. With relative tags ("exp") the buffers carry
+  reference shifts, which must rescale nothing of a seed that is not due. Returns (algo,
+  per-round records, stacked servers after round 1, separate servers after round 1)."""
+  _, algo, servers = _setup(request.param)
   like = algo.init(jax.random.key(0)).buffer
   rng = np.random.default_rng(0)
   single = engine.make_server_runner(algo)

@@ -225,3 +225,26 @@ def test_sfl_steps_keep_running_stats(model):
   _, ph = model.server_train(phi, out["act"], jax.random.key(2), batch["mask"])
   chex.assert_trees_all_close(phi1["batch_stats"], ph["batch_stats"], rtol=1e-5, atol=1e-8)
   assert np.isfinite(float(sout["loss"]))
+
+
+def test_gas_runner_threads_the_server_running_stats_of_client_steps():
+  """Through the real runner (event by event): with server_bn_client_steps the client steps'
+  forwards move phi's running statistics beyond what the server updates do; the runner keeps
+  them (`gas_runner.take_server`). Same seed, same schedule, only the switch differs."""
+  from configs import digits
+  from gas_jax import train
+  from gas_jax.registry import ALGORITHMS
+  stats = {}
+  for on in (True, False):
+    c = digits.get_config()
+    c.model.name, c.model.server_bn_client_steps = "cnn_small_bn", on
+    c.clients.num, c.clients.participating, c.clients.local_iters = 5, 2, 2
+    c.num_global_iters, c.execution.cohort_size = 1, 1
+    runner = ALGORITHMS.get("gas")(train.build_context(c))
+    phi0 = jax.device_get(runner.state.server.server)
+    runner.run_iteration()
+    phi = jax.device_get(runner.state.server.server)
+    stats[on] = phi["batch_stats"]
+    # phi's parameters move only by server updates; its statistics moved in both cases
+    assert not np.allclose(phi["batch_stats"]["bn3"]["mean"], phi0["batch_stats"]["bn3"]["mean"])
+  assert not np.allclose(stats[True]["bn3"]["mean"], stats[False]["bn3"]["mean"])

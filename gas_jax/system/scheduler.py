@@ -117,6 +117,10 @@ class GasScheduler:
                 round_times=list(self.round_times))
 
   def load_state_dict(self, d: dict) -> None:
+    if "joined" not in d:
+      raise ValueError("this checkpoint was written by an older gas-jax (before the paper's weight "
+                       "tag progress n = tE + e was tracked); it cannot be resumed by this version: "
+                       "start the run in a new workdir")
     self.rng.bit_generator.state = d["rng"]
     for name in ("active", "tau", "wc", "count", "joined"):
       setattr(self, name, np.array(d[name]))
