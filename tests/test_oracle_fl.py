@@ -15,7 +15,6 @@ local step's loss (rtol 1e-5) and minibatch; for CA2FL also every client's cache
 import jax
 import numpy as np
 
-from configs import digits
 from gas_jax import train
 from gas_jax.data.clients import ClientData
 from gas_jax.registry import ALGORITHMS
@@ -27,15 +26,7 @@ SELECT_STREAM = 0x5E1EC7     # the baselines' client-selection numpy stream id
 
 
 def _config(algorithm, iters):
-  c = digits.get_config()
-  c.algorithm = algorithm
-  c.num_global_iters = iters
-  c.clients.num, c.clients.participating = 6, 3
-  c.clients.local_iters, c.clients.batch_size = 3, 8
-  c.data.shards = 5
-  c.optimizer.lr = 0.05
-  c.optimizer.clip_norm = CLIP
-  return c
+  return common.small_digits_config(algorithm, iters, CLIP)
 
 
 def _run_engine(cfg):
@@ -87,17 +78,6 @@ def _run_both(algorithm, oracle_cls, iters):
   return cfg, rec, oracle, snaps
 
 
-def _rel(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
-
-
-def assert_trees_close(engine, oracle, rel=REL, what=""):
-  le, lo = jax.tree_util.tree_leaves(engine), jax.tree_util.tree_leaves(oracle)
-  assert len(le) == len(lo), what
-  for i, (a, b) in enumerate(zip(le, lo)):
-    assert np.shape(a) == np.shape(b), (what, i, np.shape(a), np.shape(b))
-    assert _rel(a, b) <= rel, f"{what} leaf {i}: relative error {_rel(a, b):.3g}"
 
 
 def _compare(rec, oracle, snaps):
@@ -107,8 +87,8 @@ def _compare(rec, oracle, snaps):
   np.testing.assert_allclose([s["loss"] for s in rec["steps"]], oracle.losses, rtol=1e-5)
   assert len(rec["iters"]) == len(snaps)
   for t, (e, o) in enumerate(zip(rec["iters"], snaps)):
-    assert_trees_close(e["glob"], o["glob"], what=f"global model t={t}")
-    assert_trees_close(e["trace"], o["trace"], what=f"momentum t={t}")
+    common.assert_trees_close(e["glob"], o["glob"], what=f"global model t={t}")
+    common.assert_trees_close(e["trace"], o["trace"], what=f"momentum t={t}")
     np.testing.assert_allclose(e["t_now"], o["t_now"], rtol=1e-12)
   # clipping active (and not always: both branches of the clip run)
   assert 0 < oracle.opt.clipped_steps() < len(oracle.opt.norms), oracle.opt.norms

@@ -160,18 +160,6 @@ def runs():
   return cfg, ctx, rec, oracle, iters
 
 
-def _rel(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
-
-
-def assert_trees_close(engine, oracle, rel=REL, what=""):
-  """Every leaf within a norm-wise relative error `rel` (same tree structure)."""
-  le, lo = jax.tree_util.tree_leaves(engine), jax.tree_util.tree_leaves(oracle)
-  assert len(le) == len(lo), what
-  for i, (a, b) in enumerate(zip(le, lo)):
-    assert np.shape(a) == np.shape(b), (what, i, np.shape(a), np.shape(b))
-    assert _rel(a, b) <= rel, f"{what} leaf {i}: relative error {_rel(a, b):.3g}"
 
 
 def test_path_is_reached(runs):
@@ -226,33 +214,34 @@ def test_server_updates(runs):
     mask = np.asarray(buf.row_mask, bool)
     acts = np.asarray(buf.acts).reshape(mask.shape + (dim,))[mask]
     o_acts, o_labels, o_tags = o["buffer"]
-    assert _rel(acts, o_acts) <= REL, (u, _rel(acts, o_acts))
+    assert common.rel_error(acts, o_acts) <= REL, (u, common.rel_error(acts, o_acts))
     np.testing.assert_array_equal(np.asarray(buf.labels)[mask], o_labels)
     np.testing.assert_array_equal(np.broadcast_to(np.asarray(buf.tags)[:, None], mask.shape)[mask],
                                   o_tags)
     np.testing.assert_array_equal(e["seen"], o["seen"])
     np.testing.assert_array_equal(e["weight"], o["weight"])          # sums of integer tags
     seen = o["seen"]
-    assert _rel(e["mean"][seen], o["mean"][seen]) <= REL, (u, _rel(e["mean"], o["mean"]))
+    err = common.rel_error(e["mean"][seen], o["mean"][seen])
+    assert err <= REL, (u, err)
     np.testing.assert_allclose(e["jitter"], o["jitter"], rtol=1e-5, atol=1e-12)
     # generation: label y gets max(0, B - n_y) rows once all labels have statistics
     np.testing.assert_array_equal(o["given_gen"], o["expected_gen"])
     assert int(e["metrics"]["generated"]) == o["generated"] == int(np.sum(o["expected_gen"]))
     np.testing.assert_allclose(float(e["metrics"]["server_loss"]), o["loss"], rtol=1e-5)
-    assert_trees_close(e["phi"], o["phi"], what=f"phi after server update {u}")
+    common.assert_trees_close(e["phi"], o["phi"], what=f"phi after server update {u}")
 
 
 def test_models_after_each_global_iteration(runs):
   """theta_glob, every in-flight slot, phi and the two shared momentum buffers."""
   _, _, rec, _, iters = runs
   for t, (e, o) in enumerate(zip(rec["iters"], iters)):
-    assert_trees_close(e["glob"], o["glob"], what=f"theta_glob t={t}")
+    common.assert_trees_close(e["glob"], o["glob"], what=f"theta_glob t={t}")
     for s, slot in enumerate(o["slots"]):
-      assert_trees_close(jax.tree_util.tree_map(lambda p: p[s], e["slots"]), slot,
+      common.assert_trees_close(jax.tree_util.tree_map(lambda p: p[s], e["slots"]), slot,
                          what=f"slot {s} t={t}")
-    assert_trees_close(e["phi"], o["phi"], what=f"phi t={t}")
-    assert_trees_close(e["client_trace"], o["client_trace"], what=f"client momentum t={t}")
-    assert_trees_close(e["server_trace"], o["server_trace"], what=f"server momentum t={t}")
+    common.assert_trees_close(e["phi"], o["phi"], what=f"phi t={t}")
+    common.assert_trees_close(e["client_trace"], o["client_trace"], what=f"client momentum t={t}")
+    common.assert_trees_close(e["server_trace"], o["server_trace"], what=f"server momentum t={t}")
 
 
 def test_activation_buffer_after_each_global_iteration(runs):
@@ -263,7 +252,7 @@ def test_activation_buffer_after_each_global_iteration(runs):
     for pos, (acts, labels, tag) in enumerate(o["buffer"]):
       mask = np.asarray(e["buffer"].row_mask[pos], bool)
       got = np.asarray(e["buffer"].acts[pos]).reshape(len(mask), -1)[mask]
-      assert _rel(got, acts) <= REL, (t, pos)
+      assert common.rel_error(got, acts) <= REL, (t, pos)
       np.testing.assert_array_equal(np.asarray(e["buffer"].labels[pos])[mask], labels)
       assert float(e["buffer"].tags[pos]) == tag
 
@@ -276,4 +265,5 @@ def test_covariances_after_each_global_iteration(runs):
     for y in range(cov_o.shape[0]):
       np.testing.assert_allclose(cov_e[y], cov_o[y], rtol=0, atol=2e-7,
                                  err_msg=f"covariance of label {y} after global iteration {t}")
-      assert _rel(cov_e[y], cov_o[y]) <= REL, (t, y, _rel(cov_e[y], cov_o[y]))
+      err = common.rel_error(cov_e[y], cov_o[y])
+      assert err <= REL, (t, y, err)

@@ -13,7 +13,6 @@ buffers (norm-wise relative error per tensor <= 1e-5; observed ~1e-7) and the si
 import jax
 import numpy as np
 
-from configs import digits
 from gas_jax import train
 from gas_jax.data.clients import ClientData
 from gas_jax.registry import ALGORITHMS
@@ -26,15 +25,7 @@ SELECT_STREAM = 0x5E1EC7     # the baselines' client-selection numpy stream id
 
 
 def _config():
-  c = digits.get_config()
-  c.algorithm = "minibatch_sfl"
-  c.num_global_iters = T
-  c.clients.num, c.clients.participating = 6, 3
-  c.clients.local_iters, c.clients.batch_size = 3, 8
-  c.data.shards = 5
-  c.optimizer.lr = 0.05
-  c.optimizer.clip_norm = CLIP
-  return c
+  return common.small_digits_config("minibatch_sfl", T, CLIP)
 
 
 def _run_engine(cfg):
@@ -66,17 +57,6 @@ def _run_engine(cfg):
   return ctx, init, rec
 
 
-def _rel(a, b):
-  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-  return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
-
-
-def assert_trees_close(engine, oracle, rel=REL, what=""):
-  le, lo = jax.tree_util.tree_leaves(engine), jax.tree_util.tree_leaves(oracle)
-  assert len(le) == len(lo), what
-  for i, (a, b) in enumerate(zip(le, lo)):
-    assert np.shape(a) == np.shape(b), (what, i, np.shape(a), np.shape(b))
-    assert _rel(a, b) <= rel, f"{what} leaf {i}: relative error {_rel(a, b):.3g}"
 
 
 def test_minibatch_sfl_against_oracle():
@@ -110,10 +90,10 @@ def test_minibatch_sfl_against_oracle():
   np.testing.assert_allclose([s["loss"] for s in rec["server"]], oracle.server_losses, rtol=1e-5)
   assert len(rec["server"]) == len(oracle.phis) == T * cfg.clients.local_iters
   for u, (s, phi) in enumerate(zip(rec["server"], oracle.phis)):
-    assert_trees_close(s["phi"], phi, what=f"phi after server step {u}")
+    common.assert_trees_close(s["phi"], phi, what=f"phi after server step {u}")
   for t, (e, o) in enumerate(zip(rec["iters"], snaps)):
-    assert_trees_close(e["theta"], o["theta"], what=f"theta_glob t={t}")
-    assert_trees_close(e["phi"], o["phi"], what=f"phi t={t}")
-    assert_trees_close(e["ctrace"], o["ctrace"], what=f"client momentum t={t}")
-    assert_trees_close(e["strace"], o["strace"], what=f"server momentum t={t}")
+    common.assert_trees_close(e["theta"], o["theta"], what=f"theta_glob t={t}")
+    common.assert_trees_close(e["phi"], o["phi"], what=f"phi t={t}")
+    common.assert_trees_close(e["ctrace"], o["ctrace"], what=f"client momentum t={t}")
+    common.assert_trees_close(e["strace"], o["strace"], what=f"server momentum t={t}")
     np.testing.assert_allclose(e["t_now"], o["t_now"], rtol=1e-12)

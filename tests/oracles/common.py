@@ -183,3 +183,32 @@ def momentum_trace(opt_state):
     if hasattr(s, "trace"):
       return s.trace
   raise AssertionError(f"no momentum trace in {opt_state}")
+
+
+def small_digits_config(algorithm, iters, clip):
+  """configs/digits.py at oracle size: K=6, C=3, E=3, B=8, 5 shards per client, lr 0.05."""
+  from configs import digits   # noqa: PLC0415
+  c = digits.get_config()
+  c.algorithm = algorithm
+  c.num_global_iters = iters
+  c.clients.num, c.clients.participating = 6, 3
+  c.clients.local_iters, c.clients.batch_size = 3, 8
+  c.data.shards = 5
+  c.optimizer.lr = 0.05
+  c.optimizer.clip_norm = clip
+  return c
+
+
+def rel_error(a, b) -> float:
+  """Norm-wise relative error of a against b, in float64."""
+  a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+  return np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30)
+
+
+def assert_trees_close(engine, oracle, rel=1e-5, what=""):
+  """Every leaf within a norm-wise relative error `rel` (same tree structure)."""
+  le, lo = jax.tree_util.tree_leaves(engine), jax.tree_util.tree_leaves(oracle)
+  assert len(le) == len(lo), what
+  for i, (a, b) in enumerate(zip(le, lo)):
+    assert np.shape(a) == np.shape(b), (what, i, np.shape(a), np.shape(b))
+    assert rel_error(a, b) <= rel, f"{what} leaf {i}: relative error {rel_error(a, b):.3g}"
