@@ -9,13 +9,16 @@ Expected (measured 2026-11-25, seed 0): summary.json final_accuracy 0.9706 (mean
 of the last 5 global iterations), about 77 s for the run on a 2-core CPU: mean_iter_wall_s 1.01
 (evaluation and the first compilations included; 0.91 with
 `GasRunner.precompile_server()` first; `launch/benchmark.py --config=configs/digits.py
---iters=20`: 0.87 s steady state). All methods on digits, 3 seeds: README "Results on digits".
+--iters=20`: 0.87 s steady state). All methods on digits, 3 seeds: README "Results on digits". Argument: a partition, `:shard2`
+(default), `:dir0.1`, any `shardN`, `dirALPHA` or `iid`, e.g. `--config=configs/digits.py:dir0.1`.
 """
 import ml_collections
 
+from configs import _args
+
 
 def get_config(arg: str = "") -> ml_collections.ConfigDict:
-  del arg
+  parsed = _args.parse(arg, {"partition": _args.PARTITION}, "configs/digits.py")
   c = ml_collections.ConfigDict()
   c.seed = 0
   c.seeds = ()   # several seeds vmapped in one program (GAS): --config.seeds=0,1,2
@@ -115,4 +118,6 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.grad_dissimilarity.enabled = False
   c.grad_dissimilarity.batches = 10       # test minibatches averaged into the "true" gradient
   c.grad_dissimilarity.batch_size = 128
+  if "partition" in parsed:
+    _args.apply_partition(c, parsed["partition"])
   return c

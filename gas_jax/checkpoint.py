@@ -9,15 +9,23 @@ A checkpoint at global iteration t holds two items:
 RNG keys are not stored: every key is `fold_in(key(seed), counter)` of counters that are.
 
 orbax writes each step into a temporary directory and renames it when complete, so a crash during
-a save leaves the previous checkpoints intact; if the newest one is unreadable anyway (corrupted
-on disk), `restore_latest` deletes it and falls back to the one before.
+a save leaves the previous checkpoints intact. `restore_latest` never deletes a checkpoint:
+- one whose arrays do not match the run's state (names or shapes: another config or code) stops
+  the run with a `RunError` naming the first difference, and is left as it is;
+- one that is unreadable (corrupted on disk) is moved aside to WORKDIR/checkpoints.unreadable/
+  and the one before is tried.
 """
 import os
-from typing import Any, Optional, Tuple
+import time
+from typing import Any, Dict, Optional, Tuple
 
+import jax
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from etils import epath
+
+from gas_jax.config import RunError
 
 
 def to_json(x: Any) -> Any:
@@ -62,18 +70,77 @@ class Checkpointer:
   def all_steps(self):
     return sorted(self.manager.all_steps())
 
+  def has_step(self, step: int) -> bool:
+    return step in self.all_steps()
+
   def restore_latest(self, target: Any) -> Optional[Tuple[int, Any, dict]]:
-    """(step, device_state, host_state) of the newest readable checkpoint, or None."""
+    """(step, device_state, host_state) of the newest readable checkpoint, or None.
+
+    Raises RunError if a checkpoint does not fit `target` (nothing is changed on disk); an
+    unreadable one is moved aside and the one before is tried."""
     for step in reversed(self.all_steps()):
+      try:
+        stored = _array_shapes(ocp.StandardCheckpointHandler().metadata(
+            epath.Path(self.directory) / str(step) / "state"))
+      except Exception as e:  # pylint: disable=broad-except
+        self._move_aside(step, f"its metadata is unreadable ({type(e).__name__}: {e})")
+        continue
+      diff = _first_difference(stored, _array_shapes(target))
+      if diff:
+        raise RunError(f"the checkpoint {self.directory}/{step} does not fit this run ({diff}): "
+                       "it was written by another config or version of gas-jax; nothing was "
+                       "changed: use a new --workdir, or --overwrite to move the old run aside")
       try:
         out = self.manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target), host=ocp.args.JsonRestore()))
         return step, out["state"], from_json(out["host"])
       except Exception as e:  # pylint: disable=broad-except
-        logging.warning("checkpoint at global iteration %d is unreadable (%s: %s); deleting "
-                        "it and trying the one before", step, type(e).__name__, e)
-        self.manager.delete(step)
+        self._move_aside(step, f"{type(e).__name__}: {e}")
     return None
+
+  def _move_aside(self, step: int, why: str) -> None:
+    aside = os.path.join(os.path.dirname(self.directory), "checkpoints.unreadable")
+    os.makedirs(aside, exist_ok=True)
+    dest = os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    os.rename(os.path.join(self.directory, str(step)), dest)
+    self.manager.reload()
+    logging.warning("the checkpoint at global iteration %d is unreadable (%s); moved it to %s "
+                    "and trying the one before", step, why.splitlines()[0][:300], dest)
 
   def close(self) -> None:
     self.manager.close()
+
+
+def _array_shapes(tree) -> Dict[str, Tuple[int, ...]]:
+  """'a.b.0.c' -> shape of every array leaf (a state pytree or orbax's tree metadata)."""
+  tree = getattr(tree, "tree", tree)
+  out = {}
+  for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+    parts = []
+    for k in path:
+      for attr in ("key", "idx", "name"):
+        if hasattr(k, attr):
+          parts.append(str(getattr(k, attr)))
+          break
+      else:
+        parts.append(str(k))
+    out[".".join(parts)] = tuple(getattr(leaf, "shape", ()) or ())
+  return out
+
+
+def _first_difference(stored: Dict[str, tuple], wanted: Dict[str, tuple]) -> Optional[str]:
+  """A short description of how two name -> shape maps differ, or None if they hold the same
+  shapes (compared as multisets: containers may be named differently in orbax's metadata)."""
+  if sorted(map(tuple, stored.values())) == sorted(map(tuple, wanted.values())):
+    return None
+  for name in sorted(set(stored) & set(wanted)):
+    if tuple(stored[name]) != tuple(wanted[name]):
+      return f"{name} has shape {tuple(stored[name])} there and {tuple(wanted[name])} here"
+  missing = sorted(set(wanted) - set(stored))
+  extra = sorted(set(stored) - set(wanted))
+  what = [f"{len(stored)} arrays there, {len(wanted)} here"]
+  if missing:
+    what.append(f"e.g. {missing[0]} is not there")
+  if extra:
+    what.append(f"e.g. {extra[0]} is not here")
+  return ", ".join(what)

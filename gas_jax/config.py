@@ -3,15 +3,22 @@
 Each failure raises `ConfigError` naming the field, the value and what is allowed. `validate` runs
 before any data is loaded; `validate_with_data` checks what needs the dataset's class count.
 """
+import math
 import os
 
 import ml_collections
+import numpy as np
 
 from gas_jax.registry import ALGORITHMS, DATASETS, MODELS
 
 
 class ConfigError(ValueError):
   """A config field has a value that is not allowed."""
+
+
+class RunError(Exception):
+  """The workdir or the run's state forbids what was asked (a different run in the workdir, a
+  workdir in use, a full disk, ...). The message is one line saying what to do."""
 
 
 def _fail(field, value, allowed):
@@ -33,16 +40,26 @@ def _positive_int(config, field):
     _fail(field, v, "must be an integer > 0")
 
 
+def _number(v) -> bool:
+  return not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+
+
 def _positive(config, field):
   v = _get(config, field)
-  if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-    _fail(field, v, "must be a number > 0")
+  if not _number(v) or not v > 0:
+    _fail(field, v, "must be a finite number > 0")
 
 
 def _non_negative(config, field):
   v = _get(config, field)
-  if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-    _fail(field, v, "must be a number >= 0")
+  if not _number(v) or not v >= 0:
+    _fail(field, v, "must be a finite number >= 0")
+
+
+def _at_most(config, field, bound, why):
+  v = _get(config, field)
+  if v > bound:
+    _fail(field, v, f"must be <= {bound:g} ({why})")
 
 
 def _choice(config, field, allowed):
@@ -109,6 +126,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   _choice(config, "weighting.fn", ("ref", "linear", "exp", "poly"))
   _positive(config, "weighting.a")
   _non_negative(config, "weighting.b")
+  _at_most(config, "weighting.b", 1e4, "s(n) is used relative to the newest tag and rows more "
+           "than 69 nats below it are dropped, so a larger b only keeps the newest activations")
   _choice(config, "stats.method", ("sqrt", "cholesky"))
   _choice(config, "stats.covariance", ("full", "diag", "lowrank"))
   _choice(config, "stats.diag_rule", ("ref", "topup"))
@@ -173,6 +192,8 @@ def _validate_baselines(config) -> None:
 
 
 def _check_workdir(workdir: str) -> None:
+  if not isinstance(workdir, str) or not workdir.strip():
+    raise ConfigError(f"workdir={workdir!r} is invalid: give a directory, e.g. --workdir=runs/x")
   path = os.path.abspath(workdir)
   probe = path
   while not os.path.exists(probe):
@@ -195,6 +216,43 @@ def validate_with_data(config: ml_collections.ConfigDict, num_classes: int,
   if config.data.partition == "dirichlet" and config.data.min_size * k > num_train:
     _fail("data.min_size", config.data.min_size,
           f"min_size * clients.num must be <= the {num_train} training samples")
+
+
+def validate_partition(config: ml_collections.ConfigDict, sizes) -> None:
+  """Checks of the drawn partition (client sample counts), before anything is written."""
+  sizes = [int(n) for n in sizes]
+  empty = [k for k, n in enumerate(sizes) if n == 0]
+  if empty:
+    _fail("clients.num", config.clients.num,
+          f"{len(empty)} of the {len(sizes)} clients would hold no samples (e.g. client "
+          f"{empty[0]}) under data.partition={config.data.partition!r}; use fewer clients")
+  if config.clients.batch_size > max(sizes):
+    _fail("clients.batch_size", config.clients.batch_size,
+          f"must be <= the largest client's {max(sizes)} samples (a larger minibatch is only "
+          "padding)")
+
+
+# Simulated times beyond this are refused: they would print as Infinity (not JSON) or overflow.
+MAX_SIMULATED_S = 1e30
+
+
+def validate_time_model(config: ml_collections.ConfigDict, time_model) -> None:
+  """The simulated clock stays finite over the whole run (spec §1.9's time model)."""
+  prof = time_model.profiles
+  rate = np.min(prof.rate)
+  if not rate > 0:
+    _fail("time.distance_max_km", config.time.distance_max_km,
+          f"the uplink rate at that distance is {rate:g} bit/s, so uploads would never end; "
+          "keep distances within a few km (the paper's cell radius is 1 km)")
+  steps = config.num_global_iters * config.clients.local_iters * config.clients.num
+  compute = steps * 2 * max(time_model.client_flops, time_model.full_flops) / np.min(prof.compute)
+  upload = steps * max(config.clients.batch_size * time_model.activation_bits,
+                       time_model.client_model_bits, time_model.full_model_bits) / rate
+  if not compute + upload < MAX_SIMULATED_S:
+    field = "time.compute_min" if not compute < upload else "time.distance_max_km"
+    _fail(field, _get(config, field),
+          f"the simulated clock could reach {compute + upload:.3g} s (> {MAX_SIMULATED_S:g} s) "
+          f"over {config.num_global_iters} global iterations; use realistic time.* values")
 
 
 def apply_partition_arg(config: ml_collections.ConfigDict, arg: str) -> None:

@@ -1,9 +1,20 @@
 """Run outputs: config.json, metrics.jsonl (one row per global iteration), summary.json, and a
 progress line with ETA. Every file is written atomically (temp file + os.replace), so a crash
-never leaves a half-written file."""
+never leaves a half-written file; files get the usual permissions (0666 less the umask).
+
+summary.json of one run (README "Outputs"): final_accuracy (mean test accuracy of the last
+`FINAL_WINDOW` global iterations), best_accuracy, global_iterations, simulated_time_s and
+wall_time_s (of the last row), mean_iter_wall_s (wall seconds per global iteration, the first
+one left out), first_iter_wall_s (compilation included), seed, algorithm, generate (GAS with
+generated activations), and with `config.seeds` seeds_vmapped. WORKDIR/summary.json of a
+multi-seed run: seeds, algorithm, global_iterations, final_accuracy (per seed),
+final_accuracy_mean, final_accuracy_std, wall_time_s and per_seed (the seed folders).
+"""
+import contextlib
 import json
 import os
 import tempfile
+import threading
 import time
 from typing import Dict, List, Optional
 
@@ -18,6 +29,7 @@ def atomic_write(path: str, text: str) -> None:
   os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
   try:
+    os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600
     with os.fdopen(fd, "w") as f:
       f.write(text)
       f.flush()
@@ -27,6 +39,12 @@ def atomic_write(path: str, text: str) -> None:
     if os.path.exists(tmp):
       os.unlink(tmp)
     raise
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
 
 
 def summarize(rows: List[Dict], extra: Optional[Dict] = None) -> Dict:
@@ -96,24 +114,61 @@ def read_rows(workdir: str) -> List[Dict]:
 
 
 class Progress:
-  """Logs 'iteration x/T, accuracy, simulated time, ETA' at least every `every_s` seconds."""
+  """Logs 'iteration x/T, accuracy, simulated time, ETA' at least every `every_s` seconds:
+  after a global iteration, and from `heartbeat()` while one is still running (compilation,
+  long iterations)."""
 
   def __init__(self, total: int, every_s: float = 10.0, start_iter: int = 0):
     self.total, self.every_s = total, every_s
     self.start = time.time()
     self.start_iter = start_iter
-    self.last = -float("inf")
+    self.done = start_iter
+    self.last = -float("inf")      # the last iteration line
+    self.last_any = time.time()    # the last line of either kind
     self.last_logged = None
+    self._lock = threading.Lock()
 
   def update(self, row: Dict, force: bool = False) -> None:
     now = time.time()
     done = row["global_iteration"]
-    if done == self.last_logged or (
-        not force and now - self.last < self.every_s and done < self.total):
-      return
-    self.last, self.last_logged = now, done
+    with self._lock:
+      self.done = max(self.done, done)
+      if done == self.last_logged or (
+          not force and now - self.last < self.every_s and done < self.total):
+        return
+      self.last, self.last_any, self.last_logged = now, now, done
     rate = (now - self.start) / max(done - self.start_iter, 1)
-    eta = rate * (self.total - done)
+    eta = rate * max(self.total - done, 0)
     logging.info("iteration %d/%d  test_accuracy %.4f  test_loss %.4f  simulated %.1f s  "
                  "wall %.1f s  ETA %.0f s", done, self.total, row["test_accuracy"],
                  row["test_loss"], row["simulated_time_s"], row["wall_time_s"], eta)
+
+  def beat(self) -> bool:
+    """Logs a 'still running' line if nothing was logged for `every_s`; True if it did."""
+    now = time.time()
+    with self._lock:
+      if now - self.last_any < self.every_s or self.done >= self.total:
+        return False
+      self.last_any = now
+      it = self.done + 1
+    what = " (compiling and running)" if it == self.start_iter + 1 else ""
+    logging.info("iteration %d/%d still running%s: %.0f s since this process started", it,
+                 self.total, what, now - self.start)
+    return True
+
+  @contextlib.contextmanager
+  def heartbeat(self):
+    """A daemon thread calling `beat` while the block runs."""
+    stop = threading.Event()
+
+    def loop():
+      while not stop.wait(min(self.every_s, 1.0)):
+        self.beat()
+
+    thread = threading.Thread(target=loop, name="progress-heartbeat", daemon=True)
+    thread.start()
+    try:
+      yield self
+    finally:
+      stop.set()
+      thread.join()

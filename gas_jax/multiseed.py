@@ -48,6 +48,7 @@ from gas_jax import metrics as metrics_lib
 from gas_jax import runners
 from gas_jax import stats as stats_lib
 from gas_jax import train
+from gas_jax import workdir as workdir_lib
 from gas_jax.runners.seeds_runner import SeedsGasRunner, vmap_seeds
 
 
@@ -59,10 +60,13 @@ class _Driver:
     self.seeds = [int(s) for s in config.seeds]
     contexts = []
     for s in self.seeds:
-      c = config.copy_and_resolve_references()
-      with c.unlocked():
-        c.seed, c.seeds = s, ()
-      contexts.append(train.build_context(c, like=contexts[0] if contexts else None))
+      contexts.append(train.build_context(train.seed_config(config, s),
+                                          like=contexts[0] if contexts else None))
+    self.contexts = contexts
+
+  def start(self) -> None:
+    """Restores the newest checkpoint and writes the config files (under the workdir lock)."""
+    config, workdir, contexts = self.config, self.workdir, self.contexts
     self.runner = SeedsGasRunner(contexts, config.algorithm == "gas" and bool(config.generate),
                                  vmap_seeds(config))
     ds = contexts[0].dataset
@@ -88,6 +92,9 @@ class _Driver:
       logging.info("resuming %d seeds from the checkpoint at tick %d", S, self.ticks)
     self.active = np.array([sch.global_iters < config.num_global_iters
                             for sch in self.runner.schedulers])
+    if metrics_lib.is_primary():
+      metrics_lib.atomic_write(os.path.join(workdir, "config.json"),
+                               json.dumps(config.to_dict(), indent=2, sort_keys=True) + "\n")
     self.writers = []
     for s, ctx, r in zip(self.seeds, contexts, rows):
       w = metrics_lib.MetricsWriter(os.path.join(workdir, f"seed{s}"), r)
@@ -154,7 +161,7 @@ class _Driver:
     logging.info("%d seeds %s %s", len(self.seeds), self.seeds,
                  "vmapped in one program" if self.runner.vmapped else "in a host loop")
     pending = []
-    with train.StopRequest() as stop:
+    with train.StopRequest() as stop, progress.heartbeat():
       while self.active.any():
         events, out = self.runner.tick(self.active)
         self.ticks += 1
@@ -180,14 +187,18 @@ class _Driver:
 
   def finish(self) -> Dict:
     config, T = self.config, self.config.num_global_iters
-    for i, w in enumerate(self.writers):   # final models: each seed folder resumes alone
-      state = self.runner.seed_state_dict(i)
+    # Final models: each seed folder resumes alone. Idempotent: a rerun after an interruption
+    # here keeps the seeds' final checkpoints already written and writes the rest.
+    for i, w in enumerate(self.writers):
       ckpt = checkpoint.Checkpointer(w.workdir, config.checkpoints_to_keep)
-      ckpt.save(T, state.pop("device"),
-                dict(runner=state, wall_time_s=w.rows[-1]["wall_time_s"]))
+      if not ckpt.has_step(T):
+        state = self.runner.seed_state_dict(i)
+        ckpt.save(T, state.pop("device"),
+                  dict(runner=state, wall_time_s=w.rows[-1]["wall_time_s"]))
       ckpt.close()
     summaries = []
     for s, w, wl in zip(self.seeds, self.writers, self.walls):
+      wl = wl or train.iteration_walls(w.rows)
       steady = wl[1:] or wl
       summaries.append(w.write_summary(dict(
           mean_iter_wall_s=float(np.mean(steady)) if steady else None,
@@ -206,7 +217,13 @@ class _Driver:
     return total
 
 
-def train_seeds(config, workdir: str) -> Dict:
+def train_seeds(config, workdir: str, overwrite: bool = False) -> Dict:
   """Runs `config.seeds` in one program (resuming from WORKDIR/checkpoints); returns the
-  summary over seeds."""
-  return _Driver(config, workdir).run()
+  summary over seeds. The workdir is locked and checked as for one seed (`train`)."""
+  driver = _Driver(config, workdir)
+  with workdir_lib.WorkdirLock(workdir, metrics_lib.is_primary()):
+    summary = train.claim(config, workdir, overwrite)
+    if summary is not None:
+      return summary
+    driver.start()
+    return driver.run()

@@ -24,6 +24,7 @@ from gas_jax import checkpoint
 from gas_jax import config as config_lib
 from gas_jax import metrics as metrics_lib
 from gas_jax import runners
+from gas_jax import workdir as workdir_lib
 from gas_jax.data import clients as clients_lib
 from gas_jax.data import partition as partition_lib
 from gas_jax.data import sources
@@ -91,19 +92,22 @@ def build_context(config: ml_collections.ConfigDict,
       ds.y_train, config.clients.num, config.data.partition, num_classes=ds.num_classes,
       seed=config.seed, shards=config.data.shards, alpha=config.data.alpha,
       min_size=config.data.min_size)
+  config_lib.validate_partition(config, [len(p) for p in parts])
   clients = clients_lib.ClientData(parts, ds.y_train, ds.num_classes,
                                    config.clients.batch_size, config.seed)
   profiles = timing.draw_profiles(
       config.clients.num, config.seed,
       compute_range=(config.time.compute_min, config.time.compute_max),
       distance_range=(config.time.distance_min_km, config.time.distance_max_km))
+  times = time_model(config, model, profiles)
+  config_lib.validate_time_model(config, times)
   if like is not None:
     x, y = like.data["x"], like.data["y"]
   else:
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
   data = dict(x=x, y=y, log_prior=jnp.asarray(clients.logit_adjustment()))
   return runners.RunContext(config=config, dataset=ds, model=model, clients=clients,
-                            time_model=time_model(config, model, profiles), data=data)
+                            time_model=times, data=data)
 
 
 @jax.jit
@@ -148,18 +152,75 @@ def use_compilation_cache(config: ml_collections.ConfigDict) -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
+def seed_config(config: ml_collections.ConfigDict, seed: int) -> ml_collections.ConfigDict:
+  """The single-seed config of one seed of the runs axis (`config.seeds`)."""
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.seed, c.seeds = int(seed), ()
+  return c
+
+
+def finished_or_check(config: ml_collections.ConfigDict, workdir: str) -> Optional[Dict]:
+  """Checks that WORKDIR holds no other run (`gas_jax.workdir`: RunError if it does) and returns
+  the stored summary if this run is already finished there."""
+  seed_dirs = [(os.path.join(workdir, f"seed{s}"), seed_config(config, s))
+               for s in (config.seeds or ())]
+  done = max([workdir_lib.done_iterations(workdir)]
+             + [workdir_lib.done_iterations(d) for d, _ in seed_dirs])
+  workdir_lib.check_same_run(workdir, config.to_dict(), done)
+  for d, c in seed_dirs:
+    workdir_lib.check_same_run(d, c.to_dict(), done)
+  summary = workdir_lib.finished_summary(workdir, config.num_global_iters)
+  if summary is not None:
+    logging.info("%s holds this run, finished at global iteration %d: nothing to do (summary: "
+                 "%s)", workdir, config.num_global_iters, os.path.join(workdir, "summary.json"))
+  return summary
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       overwrite: bool = False) -> Dict:
   """Runs one experiment and writes its outputs to `workdir`; returns the summary.
 
-  A workdir that holds a checkpoint is resumed from it, with the same result as an
-  uninterrupted run.
+  A workdir that holds a checkpoint of the same run is resumed from it, with the same result as
+  an uninterrupted run; a finished run is left as it is. A workdir holding another run is
+  refused (`gas_jax.workdir`), unless `overwrite`, which moves the old run aside first. The
+  workdir is locked while the run lives.
   """
   config_lib.validate(config, workdir)
   use_compilation_cache(config)
+  if not overwrite:   # fail fast, before the data is loaded
+    summary = finished_or_check(config, workdir)
+    if summary is not None:
+      return summary
   if config.seeds:
     from gas_jax import multiseed   # noqa: PLC0415  (the runs axis; imports train's helpers)
-    return multiseed.train_seeds(config, workdir)
+    return multiseed.train_seeds(config, workdir, overwrite)
   ctx = build_context(config)
+  with workdir_lib.WorkdirLock(workdir, metrics_lib.is_primary()):
+    summary = claim(config, workdir, overwrite)
+    if summary is not None:
+      return summary
+    return _train(ctx, workdir)
+
+
+def claim(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> Optional[Dict]:
+  """Under the workdir lock: --overwrite moves the old run aside; then the run is checked again
+  (another process may have written in between). Returns the summary of a finished run."""
+  if overwrite and metrics_lib.is_primary():
+    aside = workdir_lib.move_aside(workdir)
+    if aside:
+      logging.warning("--overwrite: moved the previous run in %s to %s", workdir, aside)
+  return finished_or_check(config, workdir)
+
+
+def iteration_walls(rows) -> list:
+  """Wall seconds of each global iteration from the rows' cumulative wall_time_s."""
+  ends = [float(r["wall_time_s"]) for r in rows]
+  return [b - a for a, b in zip([0.0] + ends[:-1], ends)]
+
+
+def _train(ctx: runners.RunContext, workdir: str) -> Dict:
+  config = ctx.config
   runner = ALGORITHMS.get(config.algorithm)(ctx)
   evaluate = Evaluator(ctx.model, ctx.dataset.x_test, ctx.dataset.y_test, config.eval_batch_size)
   ckpt = checkpoint.Checkpointer(workdir, config.checkpoints_to_keep)
@@ -170,7 +231,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
     runner.load_state_dict(dict(host["runner"], device=device))
     rows = metrics_lib.read_rows(workdir)[:step]
     if len(rows) != step:
-      raise RuntimeError(f"{workdir}/metrics.jsonl has {len(rows)} rows, checkpoint {step}")
+      raise config_lib.RunError(
+          f"{workdir}/metrics.jsonl has {len(rows)} rows but the checkpoint is at global "
+          f"iteration {step}: the run's files were changed; use a new --workdir, or --overwrite")
     first, wall_offset = step + 1, float(host["wall_time_s"])
     logging.info("resuming from the checkpoint at global iteration %d in %s", step,
                  ckpt.directory)
@@ -183,7 +246,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
   progress = metrics_lib.Progress(config.num_global_iters, config.log_every_s, first - 1)
   start = time.time() - wall_offset
   iter_walls = []
-  with StopRequest() as stop:
+  with StopRequest() as stop, progress.heartbeat():
     for it in range(first, config.num_global_iters + 1):
       t0 = time.time()
       info = runner.run_iteration()
@@ -208,6 +271,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> Dict:
   ckpt.close()
   if writer.rows:
     progress.update(writer.rows[-1], force=True)
+  if not iter_walls:   # resumed at the end (e.g. killed before summary.json was written)
+    iter_walls = iteration_walls(writer.rows)
   steady = iter_walls[1:] or iter_walls
   return writer.write_summary(dict(
       mean_iter_wall_s=float(np.mean(steady)) if steady else None,

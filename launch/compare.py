@@ -8,7 +8,9 @@ Every cell runs as its own process,
 `python -m gas_jax.main --config=CONFIG --workdir=DIR/<partition>/<method>/seed<k>
  [--config.x=v ...] --config.algorithm=<method> --config.seed=<k> <partition overrides>`,
 with its output in that directory's log.txt; `--jobs` runs several at once. Cells whose
-summary.json exists are skipped (an interrupted cell resumes from its checkpoint). Then
+summary.json records this very cell finished are skipped: a cell is keyed by its whole config
+(config.json, `gas_jax.workdir`), so a cell that holds a run with other overrides is reported
+as failed, never reused (an interrupted cell resumes from its checkpoint). Then
 DIR/results.md, DIR/accuracy_vs_time.png and DIR/accuracy_vs_iteration.png are written from all
 finished cells (`gas_jax.report`). Without --partitions the config's own partition is the only
 column. Exits non-zero if any cell failed. Unless the overrides set it, the cells share XLA's
@@ -25,6 +27,7 @@ from ml_collections import config_flags
 
 from gas_jax import config as config_lib
 from gas_jax import registry, report
+from gas_jax import workdir as workdir_lib
 import gas_jax.runners  # noqa: F401  (fills the algorithm registry)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base experiment config file.",
@@ -47,6 +50,29 @@ def partition_overrides(config, label: str):
   d = cfg.data
   return [f"--config.data.partition={d.partition}", f"--config.data.shards={d.shards}",
           f"--config.data.alpha={d.alpha}"]
+
+
+def cell_config(config, partition: str, method: str, seed: int):
+  """The config a cell runs with (what its config.json must hold)."""
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.algorithm, c.seed = method, seed
+  config_lib.apply_partition_arg(c, partition)
+  return c
+
+
+def cell_state(root: str, config, cell) -> str:
+  """'done' (finished with this config), 'todo', or why the cell's workdir cannot be used."""
+  wd = report.cell_dir(root, *cell)
+  c = cell_config(config, *cell)
+  stored = workdir_lib.read_stored_config(wd) if os.path.isdir(wd) else None
+  if stored is not None:
+    diff = workdir_lib.differences(stored, c.to_dict(), workdir_lib.done_iterations(wd))
+    if diff:
+      return f"holds a run with another config ({'; '.join(diff[:4])})"
+  if workdir_lib.finished_summary(wd, c.num_global_iters) is not None:
+    return "done"
+  return "todo"
 
 
 def user_args(argv):
@@ -89,11 +115,20 @@ def main(argv):
   config_arg, overrides = user_args(sys.argv[1:])
 
   cells = [(p, m, s) for p in partitions for m in methods for s in seeds]
-  todo = [c for c in cells if not os.path.exists(os.path.join(report.cell_dir(root, *c),
-                                                               "summary.json"))]
+  try:
+    states = {c: cell_state(root, config, c) for c in cells}
+  except config_lib.RunError as e:
+    sys.exit(f"error: {e}")
+  todo = [c for c in cells if states[c] == "todo"]
+  failed = []
+  for c, st in states.items():
+    if st not in ("todo", "done"):
+      wd = report.cell_dir(root, *c)
+      logging.error("%s %s: not run; use another --workdir", wd, st)
+      failed.append(wd)
   logging.info("%d cells, %d already done, %d to run with %d job(s)", len(cells),
-               len(cells) - len(todo), len(todo), _JOBS.value)
-  running, failed, start = {}, [], time.time()
+               sum(st == "done" for st in states.values()), len(todo), _JOBS.value)
+  running, start = {}, time.time()
   key = "--config.execution.compilation_cache_dir"
   cache = ([] if any(a.startswith(key) for a in overrides)
            else [f"{key}={os.path.abspath(os.path.join(root, 'xla_cache'))}"])
@@ -104,7 +139,7 @@ def main(argv):
       os.makedirs(wd, exist_ok=True)
       cmd = [sys.executable, "-m", "gas_jax.main", config_arg, f"--workdir={wd}", *overrides,
              f"--config.algorithm={m}", f"--config.seed={s}", *part_flags[p], *cache]
-      log = open(os.path.join(wd, "log.txt"), "w")
+      log = open(os.path.join(wd, "log.txt"), "a")
       running[cell] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log,
                        time.time())
     time.sleep(0.2)
@@ -123,7 +158,7 @@ def main(argv):
     print(f.read())
   logging.info("wrote %s", ", ".join(paths.values()))
   if failed:
-    sys.exit("error: failed cells (see their logs): " + ", ".join(failed))
+    sys.exit("error: failed cells (see their logs or the lines above): " + ", ".join(failed))
 
 
 if __name__ == "__main__":

@@ -85,8 +85,11 @@ def read_cifar_pickle(path: str, label_key: bytes) -> Tuple[np.ndarray, np.ndarr
       batch = _RestrictedUnpickler(f, encoding="bytes").load()
     except pickle.UnpicklingError as e:
       raise ValueError(f"{path}: {e}") from e
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
-      raise ValueError(f"{path}: not a readable CIFAR python batch ({e!r})") from e
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+            MemoryError, OverflowError) as e:
+      # (a corrupt length field makes pickle try to allocate petabytes: MemoryError)
+      raise ValueError(f"{path}: not a readable CIFAR python batch ({type(e).__name__}"
+                       f"{': ' + str(e) if str(e) else ''})") from e
   if not isinstance(batch, dict):
     raise ValueError(f"{path}: expected a pickled dict, got {type(batch).__name__}")
   batch = {k.decode("latin1") if isinstance(k, bytes) else k: v for k, v in batch.items()}

@@ -1,0 +1,193 @@
+"""A workdir holds one run: its identity (config.json), a lock, and what may change on resume.
+
+- **Identity.** config.json is the run's fingerprint. Starting in a workdir that holds a run
+  compares the new config with the stored one (`check_same_run`): only `RESUMABLE` fields may
+  differ (they cannot change the past), and `num_global_iters` may only go below the stored value
+  if no more iterations than that are done. Anything else is refused before anything is touched,
+  in one line naming the fields; `--overwrite` moves the old run aside (`move_aside`), it never
+  deletes it.
+- **Lock.** `WorkdirLock` holds an advisory `fcntl` lock on WORKDIR/.lock for the whole run, so
+  a second process on the same workdir stops at once with one line naming the holder's PID.
+- **Finished runs.** `finished_summary` tells a finished run (summary.json at the config's T)
+  apart, so a rerun is a no-op that says so.
+"""
+import fcntl
+import json
+import math
+import os
+import socket
+import time
+from typing import Any, Dict, List, Optional
+
+from gas_jax.config import RunError
+
+# Fields that may differ between the stored config and a resuming one: they change how the run
+# is executed, logged or checkpointed, not its numbers (cohorts, server chunks and device meshes
+# give the same numbers up to float32 rounding: tests/test_equivalence.py).
+RESUMABLE = frozenset({
+    "num_global_iters", "checkpoint_every", "checkpoints_to_keep", "eval_batch_size",
+    "log_every_s", "execution.compilation_cache_dir", "execution.cohort_size",
+    "execution.server_chunk", "execution.devices",
+})
+CONFIG_FILE = "config.json"
+LOCK_FILE = ".lock"
+_SHOWN = 6   # differing fields named in the message
+
+
+def normalise(config_dict: Dict) -> Dict:
+  """A config dict as config.json stores it (tuples -> lists, ...)."""
+  return json.loads(json.dumps(config_dict, sort_keys=True))
+
+
+def _flatten(d: Any, prefix: str = "") -> Dict[str, Any]:
+  if not isinstance(d, dict):
+    return {prefix: d}
+  out = {}
+  for k, v in d.items():
+    key = f"{prefix}.{k}" if prefix else str(k)
+    if isinstance(v, dict) and v:
+      out.update(_flatten(v, key))
+    else:
+      out[key] = v
+  return out
+
+
+def _same(a, b) -> bool:
+  if isinstance(a, bool) or isinstance(b, bool):
+    return a is b
+  if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+    return True
+  return a == b
+
+
+def differences(stored: Dict, new: Dict, done_iters: int = 0) -> List[str]:
+  """'field: old -> new' for every field that forbids resuming `stored` with `new`.
+
+  `done_iters`: global iterations the stored run has completed (num_global_iters may go down
+  to that)."""
+  a, b = _flatten(normalise(stored)), _flatten(normalise(new))
+  out = []
+  for key in sorted(set(a) | set(b)):
+    if key not in a:
+      out.append(f"{key}: (not in the stored config) -> {b[key]!r}")
+    elif key not in b:
+      out.append(f"{key}: {a[key]!r} -> (not in this config)")
+    elif key == "num_global_iters":
+      if isinstance(b[key], int) and b[key] < done_iters:
+        out.append(f"num_global_iters: {a[key]!r} -> {b[key]!r} (the run has already done "
+                   f"{done_iters} iterations)")
+    elif key not in RESUMABLE and not _same(a[key], b[key]):
+      out.append(f"{key}: {a[key]!r} -> {b[key]!r}")
+  return out
+
+
+def read_stored_config(workdir: str) -> Optional[Dict]:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, ValueError) as e:
+    raise RunError(f"{path} is unreadable ({e}); it identifies the run in {workdir}: restore "
+                   "it, or use a new --workdir, or --overwrite to move the old run aside") from None
+
+
+def done_iterations(workdir: str) -> int:
+  """Rows in WORKDIR/metrics.jsonl (the global iterations the run has recorded)."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    return sum(1 for line in f if line.strip())
+
+
+def check_same_run(workdir: str, config_dict: Dict, done_iters: Optional[int] = None) -> None:
+  """Raises RunError (one line) if WORKDIR holds a run that `config_dict` may not continue."""
+  stored = read_stored_config(workdir)
+  if stored is None:
+    return
+  if done_iters is None:
+    done_iters = done_iterations(workdir)
+  diff = differences(stored, config_dict, done_iters)
+  if diff:
+    shown = "; ".join(diff[:_SHOWN]) + (f"; and {len(diff) - _SHOWN} more" if len(diff) >
+                                        _SHOWN else "")
+    raise RunError(f"{workdir} holds a different run ({shown}); nothing was changed: use a new "
+                   "--workdir, or --overwrite to move the old run aside and start over")
+
+
+def finished_summary(workdir: str, num_global_iters: int) -> Optional[Dict]:
+  """The stored summary.json if it records a run finished at `num_global_iters`, else None."""
+  path = os.path.join(workdir, "summary.json")
+  if not os.path.exists(path):
+    return None
+  try:
+    with open(path) as f:
+      summary = json.load(f)
+  except (OSError, ValueError):
+    return None
+  return summary if summary.get("global_iterations") == num_global_iters else None
+
+
+def holds_run(workdir: str) -> bool:
+  """Whether WORKDIR holds anything of a run (outputs or checkpoints)."""
+  if not os.path.isdir(workdir):
+    return False
+  return any(name != LOCK_FILE for name in os.listdir(workdir))
+
+
+def move_aside(workdir: str) -> Optional[str]:
+  """--overwrite: moves everything in WORKDIR (but the lock) to WORKDIR.replaced-<UTC time>;
+  returns that folder, or None if there was nothing to move."""
+  if not holds_run(workdir):
+    return None
+  base = os.path.abspath(workdir).rstrip(os.sep)
+  aside = f"{base}.replaced-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+  n = 1
+  while os.path.exists(aside):
+    n += 1
+    aside = f"{base}.replaced-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{n}"
+  os.makedirs(aside)
+  for name in os.listdir(workdir):
+    if name != LOCK_FILE:
+      os.rename(os.path.join(workdir, name), os.path.join(aside, name))
+  return aside
+
+
+class WorkdirLock:
+  """An advisory lock on WORKDIR/.lock held while the run lives (released by the OS if the
+  process dies, also on SIGKILL). `enabled=False` (processes other than 0 of a multi-process
+  run, which write nothing) makes it a no-op."""
+
+  def __init__(self, workdir: str, enabled: bool = True):
+    self.workdir, self.enabled = workdir, enabled
+    self.path = os.path.join(workdir, LOCK_FILE)
+    self._f = None
+
+  def __enter__(self) -> "WorkdirLock":
+    if not self.enabled:
+      return self
+    os.makedirs(self.workdir, exist_ok=True)
+    f = open(self.path, "a+")   # pylint: disable=consider-using-with
+    try:
+      fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+      f.seek(0)
+      holder = f.read().strip() or "another process"
+      f.close()
+      raise RunError(f"{self.workdir} is in use by {holder}: wait for it to finish, or use "
+                     "another --workdir") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"process {os.getpid()} on {socket.gethostname()} since "
+            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())}\n")
+    f.flush()
+    self._f = f
+    return self
+
+  def __exit__(self, *exc) -> None:
+    if self._f is not None:
+      fcntl.flock(self._f.fileno(), fcntl.LOCK_UN)
+      self._f.close()
+      self._f = None

@@ -1,0 +1,149 @@
+"""gas_jax.workdir (run identity, lock, move aside), checkpoint mismatch vs corruption, output file
+permissions and the progress heartbeat."""
+import json
+import os
+import stat
+import time
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from gas_jax import checkpoint
+from gas_jax import metrics as metrics_lib
+from gas_jax import workdir as workdir_lib
+from gas_jax.config import RunError
+
+STORED = dict(seed=0, seeds=[], num_global_iters=6, optimizer=dict(lr=0.01, momentum=0.9),
+              execution=dict(cohort_size=-1, vmap_seeds=-1, compilation_cache_dir=""),
+              checkpoint_every=10, generate=True)
+
+
+def _with(**changes):
+  d = json.loads(json.dumps(STORED))
+  for key, value in changes.items():
+    node, parts = d, key.split("__")
+    for p in parts[:-1]:
+      node = node[p]
+    node[parts[-1]] = value
+  return d
+
+
+def test_same_config_and_resumable_fields_are_accepted():
+  assert workdir_lib.differences(STORED, STORED) == []
+  changed = _with(num_global_iters=9, checkpoint_every=1, execution__cohort_size=4,
+                  execution__compilation_cache_dir="/tmp/c")
+  assert workdir_lib.differences(STORED, changed, done_iters=6) == []
+  assert workdir_lib.differences(STORED, _with(seeds=()), 0) == []   # tuple vs stored list
+
+
+def test_fields_that_change_the_past_are_named():
+  diff = workdir_lib.differences(STORED, _with(optimizer__lr=0.05, seed=1, generate=1))
+  assert diff == ["generate: True -> 1", "optimizer.lr: 0.01 -> 0.05", "seed: 0 -> 1"]
+  assert workdir_lib.differences(STORED, _with(execution__vmap_seeds=1)) == [
+      "execution.vmap_seeds: -1 -> 1"]
+  new = _with()
+  new["extra"] = 1
+  del new["optimizer"]["momentum"]
+  assert workdir_lib.differences(STORED, new) == [
+      "extra: (not in the stored config) -> 1", "optimizer.momentum: 0.9 -> (not in this config)"]
+
+
+def test_fewer_iterations_only_down_to_those_done():
+  assert workdir_lib.differences(STORED, _with(num_global_iters=4), done_iters=3) == []
+  assert workdir_lib.differences(STORED, _with(num_global_iters=4), done_iters=5) == [
+      "num_global_iters: 6 -> 4 (the run has already done 5 iterations)"]
+
+
+def test_check_same_run_reads_config_json(tmp_path):
+  workdir_lib.check_same_run(str(tmp_path), STORED)           # nothing stored: fine
+  (tmp_path / "config.json").write_text(json.dumps(STORED))
+  workdir_lib.check_same_run(str(tmp_path), _with(num_global_iters=7))
+  with pytest.raises(RunError, match=r"holds a different run \(optimizer.lr: 0.01 -> 0.5\)"):
+    workdir_lib.check_same_run(str(tmp_path), _with(optimizer__lr=0.5))
+  (tmp_path / "config.json").write_text("{broken")
+  with pytest.raises(RunError, match="unreadable"):
+    workdir_lib.check_same_run(str(tmp_path), STORED)
+
+
+def test_lock_refuses_a_second_holder_and_names_it(tmp_path):
+  wd = str(tmp_path / "run")
+  with workdir_lib.WorkdirLock(wd):
+    with pytest.raises(RunError, match=rf"in use by process {os.getpid()} on"):
+      with workdir_lib.WorkdirLock(wd):
+        pass
+  with workdir_lib.WorkdirLock(wd):   # released: can be taken again
+    pass
+  with workdir_lib.WorkdirLock(str(tmp_path / "other"), enabled=False):
+    assert not (tmp_path / "other").exists()
+
+
+def test_move_aside_keeps_everything(tmp_path):
+  wd = tmp_path / "run"
+  assert workdir_lib.move_aside(str(wd)) is None
+  (wd / "checkpoints" / "3").mkdir(parents=True)
+  (wd / "metrics.jsonl").write_text("{}\n")
+  (wd / ".lock").write_text("")
+  aside = workdir_lib.move_aside(str(wd))
+  assert os.path.basename(aside).startswith("run.replaced-")
+  assert sorted(os.listdir(aside)) == ["checkpoints", "metrics.jsonl"]
+  assert os.listdir(wd) == [".lock"]
+
+
+def _state(n=3):
+  return dict(a=jnp.arange(n, dtype=jnp.float32), b=dict(c=jnp.zeros((2, 2))), t=jnp.int32(1))
+
+
+def test_checkpoint_of_another_shape_is_refused_and_kept(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), 2)
+  ckpt.save(1, _state(3), dict(x=1))
+  ckpt.close()
+  ckpt = checkpoint.Checkpointer(str(tmp_path), 2)
+  with pytest.raises(RunError, match=r"a has shape \(3,\) there and \(4,\) here"):
+    ckpt.restore_latest(_state(4))
+  assert ckpt.all_steps() == [1]
+  step, state, host = ckpt.restore_latest(_state(3))
+  assert step == 1 and host == dict(x=1)
+  np.testing.assert_array_equal(state["a"], np.arange(3))
+  extra = dict(_state(3), d=jnp.ones(5))
+  with pytest.raises(RunError, match="3 arrays there, 4 here"):
+    ckpt.restore_latest(extra)
+  ckpt.close()
+
+
+def test_unreadable_checkpoint_is_moved_aside_not_deleted(tmp_path):
+  ckpt = checkpoint.Checkpointer(str(tmp_path), 3)
+  ckpt.save(1, _state(), dict(x=1))
+  ckpt.save(2, _state(), dict(x=2))
+  for root, _, files in os.walk(tmp_path / "checkpoints" / "2" / "state"):
+    for name in files:
+      (tmp_path / root / name).write_bytes(b"garbage")
+  step, _, host = ckpt.restore_latest(_state())
+  assert (step, host) == (1, dict(x=1))
+  aside = os.listdir(tmp_path / "checkpoints.unreadable")
+  assert len(aside) == 1 and aside[0].startswith("2-")
+  assert ckpt.all_steps() == [1]
+  ckpt.close()
+
+
+def test_output_files_get_the_umask_permissions(tmp_path):
+  old = os.umask(0o022)
+  try:
+    metrics_lib.atomic_write(str(tmp_path / "summary.json"), "{}\n")
+  finally:
+    os.umask(old)
+  assert stat.S_IMODE(os.stat(tmp_path / "summary.json").st_mode) == 0o644
+
+
+def test_heartbeat_logs_while_an_iteration_runs(monkeypatch):
+  lines = []
+  monkeypatch.setattr(metrics_lib.logging, "info", lambda fmt, *a: lines.append(fmt % a))
+  progress = metrics_lib.Progress(total=3, every_s=0.05)
+  with progress.heartbeat():
+    time.sleep(0.4)          # a long first iteration (compilation)
+  beats = [ln for ln in lines if "still running" in ln]
+  assert beats and beats[0].startswith("iteration 1/3 still running (compiling"), lines
+  progress.update(dict(global_iteration=3, test_accuracy=1.0, test_loss=0.0,
+                       simulated_time_s=1.0, wall_time_s=1.0))
+  assert "ETA 0 s" in lines[-1]
+  assert not progress.beat()   # finished: no more heartbeats
