@@ -196,7 +196,8 @@ def test_cifar_batch_with_a_huge_length_field(tmp_path):
   assert not workdir.exists()
 
 
-@pytest.mark.parametrize("where", ["metrics", "checkpoint"])
+@pytest.mark.parametrize("where", [
+    "metrics", pytest.param("checkpoint", marks=pytest.mark.slow)])   # CI budget
 def test_full_disk_one_line_and_resumable(tmp_path, monkeypatch, where):
   def no_space(*args, **kwargs):
     del args, kwargs

@@ -145,6 +145,7 @@ def smoke_runs(tmp_path_factory):
   return out
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 @pytest.mark.parametrize("method", METHODS)
 def test_every_method_writes_gas_outputs(smoke_runs, method):
   wd, summary = smoke_runs[method]

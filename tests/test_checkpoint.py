@@ -5,7 +5,6 @@ import random
 import shutil
 import signal
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -14,7 +13,9 @@ import pytest
 
 from gas_jax import checkpoint
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import cli_runs
+
+ROOT = cli_runs.ROOT
 T = 5
 ARGS = ["--config=configs/digits.py", "--config.clients.local_iters=2",
         "--config.checkpoint_every=1", "--config.checkpoints_to_keep=2",
@@ -22,20 +23,14 @@ ARGS = ["--config=configs/digits.py", "--config.clients.local_iters=2",
 
 
 def _cmd(workdir, *extra):
-  return [sys.executable, "-m", "gas_jax.main", f"--workdir={workdir}", *ARGS, *extra]
+  return cli_runs.main_cmd(workdir, ARGS, *extra)
 
 
 def _run(workdir, *extra):
-  return subprocess.run(_cmd(workdir, *extra), cwd=ROOT, capture_output=True, text=True,
-                        timeout=600)
+  return cli_runs.run_main(workdir, ARGS, *extra, timeout=600)
 
 
-def _rows(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f]
-  for r in rows:
-    r.pop("wall_time_s")
-  return rows
+_rows = cli_runs.rows
 
 
 def _final_params(workdir):
@@ -130,6 +125,7 @@ def test_sigterm_checkpoints_and_exits(reference, tmp_path):
   shutil.rmtree(workdir)
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 def test_divergence_stops_and_keeps_last_good_checkpoint(tmp_path):
   """lr=1e6 blows up: the run stops naming the iteration and quantity; checkpoints stay good."""
   workdir = str(tmp_path / "diverge")

@@ -167,6 +167,7 @@ def test_bad_argument_is_a_config_error(name, arg):
     _load(name, arg)
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 @pytest.mark.parametrize("name,arg", _run_cases())
 def test_one_global_iteration(name, arg, compile_cache, monkeypatch, tmp_path):
   del compile_cache

@@ -12,6 +12,8 @@ import socket
 import subprocess
 import sys
 
+import pytest
+
 import test_equivalence as eq
 
 ARGS = ["--config=configs/digits.py", f"--config.num_global_iters={eq.T}",
@@ -31,6 +33,7 @@ def _env():
   return env
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 def test_two_processes_equal_one(tmp_path):
   single, multi = str(tmp_path / "single"), str(tmp_path / "multi")
   proc = subprocess.run([sys.executable, "-m", "gas_jax.main", f"--workdir={single}", *ARGS],

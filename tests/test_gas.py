@@ -32,6 +32,7 @@ def _batch(state, slot, seed, upload=False, aggregate=False, agg_weight=1.0, lab
               agg_weight=np.float32(agg_weight), server=state.server.server)
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 @pytest.mark.parametrize("clip", [10.0, 0.05])
 def test_shared_momentum_matches_pytorch_formula(model, clip):
   """Two steps by two clients share one buffer: buf = 0.9 buf + (clip(g) + wd w); w -= lr buf,
@@ -332,6 +333,7 @@ def test_chunked_grads_stop_after_the_last_valid_chunk(model):
   chex.assert_trees_all_close(grads, want_grads, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 def test_packed_generated_rows_equal_masked_ones(model):
   """server_step with gen_rows packs the generated activations: same loss, parameters and
   statistics as the M*B masked rows; too few rows is flagged (gen_overflow)."""
@@ -361,6 +363,7 @@ def test_packed_generated_rows_equal_masked_ones(model):
     engine.check_gen_rows([jax.device_get(out)])
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 @pytest.mark.parametrize("chunk", [4, 5])
 def test_chunked_server_update_equals_one_pass(model, chunk):
   """execution.server_chunk: the server forward/backward as a scan over row chunks (5 does not
@@ -380,6 +383,7 @@ def test_chunked_server_update_equals_one_pass(model, chunk):
   assert int(out_a["generated"]) > 0
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 @pytest.mark.parametrize("covariance", ["full", "lowrank"])
 def test_compressions_from_the_host_equal_inline_ones(covariance):
   """The runners' server update (`engine.run_server_update`: the labels whose factor is full

@@ -26,6 +26,7 @@ CONVS = [   # (input NHWC, kernel HWIO, stride, padding)
 ]
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 @pytest.mark.parametrize("xs,ks,stride,padding", CONVS)
 def test_im2col_conv_equals_xla_conv(xs, ks, stride, padding):
   rng = np.random.default_rng(0)
@@ -59,6 +60,7 @@ def test_conv_impl_rejects_unknown_name():
     layers.conv2d(jnp.zeros((1, 4, 4, 1)), jnp.zeros((3, 3, 1, 1)), impl="fft")
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 @pytest.mark.parametrize("shape,window,stride", [((2, 8, 8, 3), 2, 2), ((2, 8, 8, 3), 3, 2),
                                                  ((3, 7, 7, 2), 3, 2), ((2, 9, 9, 2), 2, 2)])
 def test_max_pool_equals_flax(shape, window, stride):

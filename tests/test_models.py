@@ -70,6 +70,7 @@ def test_alexnet_cifar_split_constants(split):
   assert model.full_model_bits == ALEXNET_FULL_PARAMS * 32
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 def test_alexnet_apply_and_init_split_l2():
   model = get_model("alexnet", "L2", 10, (32, 32, 3))
   cp, sp = model.init(jax.random.PRNGKey(1))
@@ -234,6 +235,7 @@ def test_vgg16_refuses_28x28_inputs():
     get_model("vgg16", "L1", 10, (28, 28, 1))
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 @pytest.mark.parametrize("name", ["vgg16", "resnet18", "vit_small"])
 def test_paper_models_train_and_eval_modes(name):
   """A tiny forward in both modes: finite, right shapes; training mode moves the running

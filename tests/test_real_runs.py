@@ -45,6 +45,7 @@ def _fmnist_idx(d):
                fx.images(3, 20, (28, 28)), np.arange(20) % 10, gz=True)
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 @pytest.mark.parametrize("config,write", [
     ("configs/cifar10.py", _cifar_py),
     pytest.param("configs/cifar10.py", _cifar_bin, marks=pytest.mark.slow),

@@ -9,6 +9,8 @@ import matplotlib.image
 import numpy as np
 import pytest
 
+from configs import digits
+from gas_jax import config as config_lib
 from gas_jax import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -16,15 +18,22 @@ FINAL = {("shard2", "gas"): [0.90, 0.92], ("shard2", "fedavg"): [0.80, 0.86],
          ("dir0.1", "gas"): [0.70], ("dir0.1", "fedavg"): [0.75, 0.77]}
 
 
-def _fake_run(wd, final, seed):
+def _fake_run(wd, final, seed, lr=0.01):
+  """A finished 3-iteration cell of configs/digits.py (config.json as compare.py's cell)."""
   os.makedirs(wd, exist_ok=True)
   rows = [dict(global_iteration=i, simulated_time_s=(1.0 + seed) * i, wall_time_s=0.1 * i,
-               test_accuracy=final * i / 4) for i in range(1, 5)]
+               test_accuracy=final * i / 3) for i in range(1, 4)]
   with open(os.path.join(wd, "metrics.jsonl"), "w") as f:
     f.writelines(json.dumps(r) + "\n" for r in rows)
   with open(os.path.join(wd, "summary.json"), "w") as f:
     json.dump(dict(final_accuracy=final, simulated_time_s=rows[-1]["simulated_time_s"],
-                   wall_time_s=0.4), f)
+                   wall_time_s=0.4, global_iterations=3), f)
+  partition, method = wd.split(os.sep)[-3:-1]
+  c = digits.get_config()
+  c.num_global_iters, c.algorithm, c.seed, c.optimizer.lr = 3, method, seed, lr
+  config_lib.apply_partition_arg(c, partition)
+  with open(os.path.join(wd, "config.json"), "w") as f:
+    json.dump(c.to_dict(), f)
 
 
 @pytest.fixture
@@ -99,3 +108,21 @@ def test_compare_skips_finished_cells_and_writes_report(fake_root):
   for name in ("results.md", "accuracy_vs_time.png", "accuracy_vs_iteration.png"):
     assert os.path.exists(os.path.join(fake_root, name))
   assert "| gas | **91.00 ± 1.00** | 70.00 ± 0.00 |" in out.stdout
+
+
+def test_compare_never_reuses_a_cell_of_other_overrides(fake_root):
+  """A finished cell is keyed by its whole config: with another learning rate it is reported
+  (and left as it is), not counted as done."""
+  wd = report.cell_dir(fake_root, "shard2", "gas", 0)
+  _fake_run(wd, 0.9, 0, lr=0.05)
+  with open(os.path.join(wd, "summary.json")) as f:
+    before = f.read()
+  out = subprocess.run(
+      [sys.executable, "launch/compare.py", "--config=configs/digits.py", "--methods=gas",
+       "--seeds=0", "--partitions=shard2", f"--workdir={fake_root}",
+       "--config.num_global_iters=3"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert out.returncode == 1, out.stderr[-2000:]
+  assert "holds a run with another config (optimizer.lr: 0.05 -> 0.01" in out.stderr
+  assert "0 already done, 0 to run" in out.stderr
+  with open(os.path.join(wd, "summary.json")) as f:
+    assert f.read() == before

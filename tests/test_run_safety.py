@@ -10,26 +10,22 @@ import sys
 
 import pytest
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+import cli_runs
+
+ROOT = cli_runs.ROOT
 ARGS = ["--config=configs/digits.py", "--config.clients.local_iters=2",
         "--config.checkpoint_every=1"]
 
 
 def _cmd(workdir, *extra):
-  return [sys.executable, "-m", "gas_jax.main", f"--workdir={workdir}", *ARGS, *extra]
+  return cli_runs.main_cmd(workdir, ARGS, *extra)
 
 
 def _run(workdir, *extra):
-  return subprocess.run(_cmd(workdir, *extra), cwd=ROOT, capture_output=True, text=True,
-                        timeout=900)
+  return cli_runs.run_main(workdir, ARGS, *extra)
 
 
-def _rows(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f]
-  for r in rows:
-    r.pop("wall_time_s")
-  return rows
+_rows = cli_runs.rows
 
 
 def _digest(folder):
@@ -115,6 +111,7 @@ app.run(main.main, flags_parser=main.parse_flags)
 """
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 def test_multiseed_killed_during_finish_then_completes(tmp_path):
   seeds = ["--config.seeds=0,1", "--config.num_global_iters=2"]
   killed, whole = str(tmp_path / "killed"), str(tmp_path / "whole")

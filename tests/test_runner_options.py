@@ -20,6 +20,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 import gas_toys
 from gas_jax import engine
@@ -85,6 +86,7 @@ def _gas_replay(events, theta0, weights, per_client, sqrt_decay, grad_fn):
   return glob, slots
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 def test_gas_runner_data_size_per_client_sqrt():
   cfg = gas_toys.config(clients__aggregation="data_size", clients__momentum="per_client",
                         optimizer__decay="sqrt", optimizer__lr=LR)

@@ -63,6 +63,7 @@ def _batch(state, slot, seed, upload=False, aggregate=False):
               server=state.server.server, event_id=np.int32(seed))
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 def test_gas_client_step_updates_running_stats_not_by_the_optimiser(model):
   """One client step: the slot's running statistics are those of the training-mode forward
   (no weight decay or momentum on them); the parameters follow SGD on the gradient taken with
@@ -135,6 +136,7 @@ def test_gas_server_step_updates_server_running_stats(model):
   assert np.isfinite(float(out["server_loss"]))
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 def test_cohort_step_equals_client_steps_with_dropout(model):
   """The cohort derives event i's key as fold_in(rng, event_id_i), as the engine does for
   `client_step`, so dropout masks and running statistics agree."""
@@ -227,6 +229,7 @@ def test_sfl_steps_keep_running_stats(model):
   assert np.isfinite(float(sout["loss"]))
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 def test_gas_runner_threads_the_server_running_stats_of_client_steps():
   """Through the real runner (event by event): with server_bn_client_steps the client steps'
   forwards move phi's running statistics beyond what the server updates do; the runner keeps

@@ -85,6 +85,7 @@ def test_statistics_memory_is_bounded_by_the_mode():
   assert diag < low < full
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 @pytest.mark.parametrize("rank", [0, 2])
 def test_make_room_then_merge_equals_merge(rank):
   """merge = make_room (the conditional compression) + merge(room_made=True), exactly."""

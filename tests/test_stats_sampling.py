@@ -36,6 +36,7 @@ def test_capacity_is_a_multiple_of_the_chunk():
   assert sqrt_stats._chunk(40) == 8 and sqrt_stats._chunk(18) == 2
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 @pytest.mark.parametrize("cap", [40, 48, 64])
 def test_loop_sampler_equals_batched_sampler(cap):
   st = _stats(cap)

@@ -185,6 +185,7 @@ def test_cli_rejects_invalid_config(cli_errors, name, field):
   assert elapsed < 60, f"{name} took {elapsed:.1f} s to fail"
 
 
+@pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 def test_cli_runs_without_generation(first_run, compile_cache, tmp_path):
   del first_run     # run after it, to reuse its compiled programs through the cache
   env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=compile_cache,
