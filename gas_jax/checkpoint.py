@@ -78,12 +78,14 @@ class Checkpointer:
 
     Raises RunError if a checkpoint does not fit `target` (nothing is changed on disk); an
     unreadable one is moved aside and the one before is tried."""
+    moved = []
     for step in reversed(self.all_steps()):
       try:
         stored = _array_shapes(ocp.StandardCheckpointHandler().metadata(
             epath.Path(self.directory) / str(step) / "state"))
       except Exception as e:  # pylint: disable=broad-except
-        self._move_aside(step, f"its metadata is unreadable ({type(e).__name__}: {e})")
+        moved.append(self._move_aside(step, f"its metadata is unreadable "
+                                            f"({type(e).__name__}: {e})"))
         continue
       diff = _first_difference(stored, _array_shapes(target))
       if diff:
@@ -95,17 +97,28 @@ class Checkpointer:
             state=ocp.args.StandardRestore(target), host=ocp.args.JsonRestore()))
         return step, out["state"], from_json(out["host"])
       except Exception as e:  # pylint: disable=broad-except
-        self._move_aside(step, f"{type(e).__name__}: {e}")
+        moved.append(self._move_aside(step, f"{type(e).__name__}: {e}"))
+    if moved:   # never start over silently: the run's files would be overwritten
+      raise RunError(f"no checkpoint in {self.directory} could be read (moved to "
+                     f"{os.path.dirname(moved[0])}); the run's files are kept: see the warnings "
+                     "above, then use a new --workdir, or --overwrite to start over")
     return None
 
-  def _move_aside(self, step: int, why: str) -> None:
+  def _move_aside(self, step: int, why: str) -> str:
+    """Moves an unreadable step to WORKDIR/checkpoints.unreadable/ (process 0 of a
+    multi-process run; the others wait for it) and returns where."""
     aside = os.path.join(os.path.dirname(self.directory), "checkpoints.unreadable")
-    os.makedirs(aside, exist_ok=True)
     dest = os.path.join(aside, f"{step}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
-    os.rename(os.path.join(self.directory, str(step)), dest)
+    if jax.process_index() == 0:
+      os.makedirs(aside, exist_ok=True)
+      os.rename(os.path.join(self.directory, str(step)), dest)
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # noqa: PLC0415
+      multihost_utils.sync_global_devices(f"checkpoint_moved_aside_{step}")
     self.manager.reload()
     logging.warning("the checkpoint at global iteration %d is unreadable (%s); moved it to %s "
                     "and trying the one before", step, why.splitlines()[0][:300], dest)
+    return dest
 
   def close(self) -> None:
     self.manager.close()

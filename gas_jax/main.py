@@ -30,7 +30,7 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None,
                                    "With --distributed: this process's index (default: detected).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-_NO_SPACE = ("No space left on device", "RESOURCE_EXHAUSTED", "Errno 28")
+_NO_SPACE = ("No space left on device", "Errno 28", "ENOSPC")
 
 
 class _QuietLibraries:

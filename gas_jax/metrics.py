@@ -29,7 +29,7 @@ def atomic_write(path: str, text: str) -> None:
   os.makedirs(d, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=os.path.basename(path))
   try:
-    os.fchmod(fd, 0o666 & ~_umask())   # mkstemp makes 0600
+    os.fchmod(fd, 0o666 & ~_UMASK)   # mkstemp makes 0600
     with os.fdopen(fd, "w") as f:
       f.write(text)
       f.flush()
@@ -41,10 +41,13 @@ def atomic_write(path: str, text: str) -> None:
     raise
 
 
-def _umask() -> int:
-  mask = os.umask(0)
+def _read_umask() -> int:
+  mask = os.umask(0)   # (read once, at import: setting it is process-wide)
   os.umask(mask)
   return mask
+
+
+_UMASK = _read_umask()
 
 
 def summarize(rows: List[Dict], extra: Optional[Dict] = None) -> Dict:

@@ -177,6 +177,8 @@ class _Driver:
           due |= row["global_iteration"] % config.checkpoint_every == 0
           if s == 0:
             progress.update(row)
+        # the heartbeat follows the slowest seed (seed 0 may finish first)
+        progress.done = min(int(sch.global_iters) for sch in self.runner.schedulers)
         if due or stop.signum is not None or not self.active.any():
           self.save()
         if stop.signum is not None:
@@ -221,9 +223,12 @@ def train_seeds(config, workdir: str, overwrite: bool = False) -> Dict:
   """Runs `config.seeds` in one program (resuming from WORKDIR/checkpoints); returns the
   summary over seeds. The workdir is locked and checked as for one seed (`train`)."""
   driver = _Driver(config, workdir)
-  with workdir_lib.WorkdirLock(workdir, metrics_lib.is_primary()):
-    summary = train.claim(config, workdir, overwrite)
+  lock = workdir_lib.WorkdirLock(workdir, metrics_lib.is_primary())
+  try:
+    summary = train.claim(config, workdir, overwrite, lock)
     if summary is not None:
       return summary
     driver.start()
     return driver.run()
+  finally:
+    lock.release()

@@ -54,8 +54,11 @@ def load_run(workdir: str) -> Optional[Tuple[Dict, List[Dict]]]:
   return summary, rows
 
 
-def load_cell(root, partition, method, seeds) -> List[Tuple[Dict, List[Dict]]]:
-  runs = [load_run(cell_dir(root, partition, method, s)) for s in seeds]
+def load_cell(root, partition, method, seeds, cells=None) -> List[Tuple[Dict, List[Dict]]]:
+  """The finished runs of one table cell; `cells`: if given, only (partition, method, seed)
+  in it count (launch/compare.py passes the cells finished with the comparison's config)."""
+  runs = [load_run(cell_dir(root, partition, method, s)) for s in seeds
+          if cells is None or (partition, method, s) in cells]
   return [r for r in runs if r is not None]
 
 
@@ -65,12 +68,12 @@ def cell_stats(values: Sequence[float]) -> Tuple[float, float]:
 
 
 def results_table(root: str, methods: Sequence[str], partitions: Sequence[str],
-                  seeds: Sequence[int], metric: str = METRIC) -> str:
+                  seeds: Sequence[int], metric: str = METRIC, cells=None) -> str:
   """Markdown table: rows = methods, columns = partitions, mean ± std of `metric` in %."""
   stats = {}
   for p in partitions:
     for m in methods:
-      vals = [100.0 * s[metric] for s, _ in load_cell(root, p, m, seeds)]
+      vals = [100.0 * s[metric] for s, _ in load_cell(root, p, m, seeds, cells)]
       if vals:
         stats[p, m] = (*cell_stats(vals), len(vals))
   best = {}
@@ -97,14 +100,14 @@ def results_table(root: str, methods: Sequence[str], partitions: Sequence[str],
   return "\n".join(lines) + "\n"
 
 
-def timing_table(root, methods, partitions, seeds) -> str:
+def timing_table(root, methods, partitions, seeds, cells=None) -> str:
   """Mean simulated time and wall time of the finished runs, per method and partition."""
   lines = ["| method | " + " | ".join(f"{p} simulated s | {p} wall s" for p in partitions) + " |",
            "|---|" + "---|---|" * len(partitions)]
   for m in methods:
     cells = []
     for p in partitions:
-      runs = load_cell(root, p, m, seeds)
+      runs = load_cell(root, p, m, seeds, cells)
       if runs:
         cells += [f"{np.mean([s['simulated_time_s'] for s, _ in runs]):.1f}",
                   f"{np.mean([s['wall_time_s'] for s, _ in runs]):.0f}"]
@@ -125,14 +128,14 @@ def mean_curve(curves: Sequence[Tuple[np.ndarray, np.ndarray]], points: int = 20
 
 def plot_curves(root: str, methods: Sequence[str], partitions: Sequence[str],
                 seeds: Sequence[int], x_key: str, path: str, xlabel: str,
-                log_x: bool = False) -> None:
+                log_x: bool = False, cells=None) -> None:
   """Mean test accuracy (%) vs `x_key` with a ± std band; one subplot per partition."""
   fig, axes = plt.subplots(1, len(partitions), figsize=(6.0 * len(partitions), 4.5),
                            squeeze=False)
   for ax, p in zip(axes[0], partitions):
     for m in methods:
       curves = []
-      for _, rows in load_cell(root, p, m, seeds):
+      for _, rows in load_cell(root, p, m, seeds, cells):
         if rows:
           x = np.array([r[x_key] for r in rows], np.float64)
           y = 100.0 * np.array([r["test_accuracy"] for r in rows], np.float64)
@@ -156,14 +159,15 @@ def plot_curves(root: str, methods: Sequence[str], partitions: Sequence[str],
 
 
 def write_report(root: str, methods: Sequence[str], partitions: Sequence[str],
-                 seeds: Sequence[int]) -> Dict[str, str]:
-  """results.md, accuracy_vs_time.png and accuracy_vs_iteration.png in `root`."""
+                 seeds: Sequence[int], cells=None) -> Dict[str, str]:
+  """results.md, accuracy_vs_time.png and accuracy_vs_iteration.png in `root` (`cells`: only
+  those (partition, method, seed) count, if given)."""
   seeds_txt = ", ".join(map(str, seeds))
   md = ["# Comparison", "",
         f"Test accuracy (%): mean ± std over seeds {seeds_txt} of `final_accuracy` (mean of the "
         "last 5 global iterations); best per column in bold; std with ddof=0.", "",
-        results_table(root, methods, partitions, seeds), "Run times (mean over seeds):", "",
-        timing_table(root, methods, partitions, seeds)]
+        results_table(root, methods, partitions, seeds, cells=cells),
+        "Run times (mean over seeds):", "", timing_table(root, methods, partitions, seeds, cells)]
   paths = dict(table=os.path.join(root, "results.md"),
                time=os.path.join(root, "accuracy_vs_time.png"),
                iteration=os.path.join(root, "accuracy_vs_iteration.png"))
@@ -171,7 +175,7 @@ def write_report(root: str, methods: Sequence[str], partitions: Sequence[str],
   with open(paths["table"], "w") as f:
     f.write("\n".join(md))
   plot_curves(root, methods, partitions, seeds, "simulated_time_s", paths["time"],
-              "simulated time (s, log scale)", log_x=True)
+              "simulated time (s, log scale)", log_x=True, cells=cells)
   plot_curves(root, methods, partitions, seeds, "global_iteration", paths["iteration"],
-              "global iteration")
+              "global iteration", cells=cells)
   return paths

@@ -188,7 +188,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   """
   config_lib.validate(config, workdir)
   use_compilation_cache(config)
-  if not overwrite:   # fail fast, before the data is loaded
+  if not overwrite and jax.process_count() == 1:   # fail fast, before the data is loaded
     summary = finished_or_check(config, workdir)
     if summary is not None:
       return summary
@@ -196,21 +196,48 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     from gas_jax import multiseed   # noqa: PLC0415  (the runs axis; imports train's helpers)
     return multiseed.train_seeds(config, workdir, overwrite)
   ctx = build_context(config)
-  with workdir_lib.WorkdirLock(workdir, metrics_lib.is_primary()):
-    summary = claim(config, workdir, overwrite)
+  lock = workdir_lib.WorkdirLock(workdir, metrics_lib.is_primary())
+  try:
+    summary = claim(config, workdir, overwrite, lock)
     if summary is not None:
       return summary
     return _train(ctx, workdir)
+  finally:
+    lock.release()
 
 
-def claim(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> Optional[Dict]:
-  """Under the workdir lock: --overwrite moves the old run aside; then the run is checked again
-  (another process may have written in between). Returns the summary of a finished run."""
-  if overwrite and metrics_lib.is_primary():
-    aside = workdir_lib.move_aside(workdir)
-    if aside:
-      logging.warning("--overwrite: moved the previous run in %s to %s", workdir, aside)
-  return finished_or_check(config, workdir)
+def _share(status: int) -> int:
+  """Process 0's decision, for every process of a multi-process run."""
+  if jax.process_count() == 1:
+    return status
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  return int(multihost_utils.broadcast_one_to_all(np.int32(status)))
+
+
+def claim(config: ml_collections.ConfigDict, workdir: str, overwrite: bool,
+          lock: workdir_lib.WorkdirLock) -> Optional[Dict]:
+  """Process 0 takes the workdir lock, moves the old run aside with --overwrite, and checks
+  the run again (another process may have written in between); every process of a
+  multi-process run follows its decision. Returns the summary of a finished run."""
+  primary = metrics_lib.is_primary()
+  summary, error = None, None
+  if primary:
+    try:
+      lock.acquire()
+      if overwrite:
+        aside = workdir_lib.move_aside(workdir)
+        if aside:
+          logging.warning("--overwrite: moved the previous run in %s to %s", workdir, aside)
+      summary = finished_or_check(config, workdir)
+    except config_lib.RunError as e:
+      error = e
+  status = _share(2 if error is not None else 1 if summary is not None else 0)
+  if status == 2:
+    raise error if primary else config_lib.RunError(
+        f"process 0 refused the workdir {workdir} (see its error line)")
+  if status == 1 and not primary:
+    return dict(finished=True)
+  return summary
 
 
 def iteration_walls(rows) -> list:

@@ -68,6 +68,8 @@ def differences(stored: Dict, new: Dict, done_iters: int = 0) -> List[str]:
   a, b = _flatten(normalise(stored)), _flatten(normalise(new))
   out = []
   for key in sorted(set(a) | set(b)):
+    if key in RESUMABLE and key != "num_global_iters":
+      continue
     if key not in a:
       out.append(f"{key}: (not in the stored config) -> {b[key]!r}")
     elif key not in b:
@@ -149,9 +151,18 @@ def move_aside(workdir: str) -> Optional[str]:
     n += 1
     aside = f"{base}.replaced-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}-{n}"
   os.makedirs(aside)
-  for name in os.listdir(workdir):
-    if name != LOCK_FILE:
-      os.rename(os.path.join(workdir, name), os.path.join(aside, name))
+  moved = []
+  try:
+    for name in sorted(os.listdir(workdir)):
+      if name != LOCK_FILE:
+        os.rename(os.path.join(workdir, name), os.path.join(aside, name))
+        moved.append(name)
+  except OSError as e:   # put back what was moved: the run stays whole in one place
+    for name in moved:
+      os.rename(os.path.join(aside, name), os.path.join(workdir, name))
+    os.rmdir(aside)
+    raise RunError(f"--overwrite could not move {workdir} aside ({e.strerror}: {e.filename}); "
+                   "nothing was changed") from None
   return aside
 
 
@@ -166,6 +177,13 @@ class WorkdirLock:
     self._f = None
 
   def __enter__(self) -> "WorkdirLock":
+    return self.acquire()
+
+  def __exit__(self, *exc) -> None:
+    self.release()
+
+  def acquire(self) -> "WorkdirLock":
+    """Takes the lock or raises RunError naming the holder."""
     if not self.enabled:
       return self
     os.makedirs(self.workdir, exist_ok=True)
@@ -178,15 +196,14 @@ class WorkdirLock:
       f.close()
       raise RunError(f"{self.workdir} is in use by {holder}: wait for it to finish, or use "
                      "another --workdir") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"process {os.getpid()} on {socket.gethostname()} since "
-            f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())}\n")
-    f.flush()
+    holder = (f"process {os.getpid()} on {socket.gethostname()} since "
+              f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())}\n").encode()
+    os.pwrite(f.fileno(), holder, 0)      # written before truncating: never seen empty
+    os.ftruncate(f.fileno(), len(holder))
     self._f = f
     return self
 
-  def __exit__(self, *exc) -> None:
+  def release(self) -> None:
     if self._f is not None:
       fcntl.flock(self._f.fileno(), fcntl.LOCK_UN)
       self._f.close()

@@ -153,7 +153,10 @@ def main(argv):
                    time.time() - start)
       if proc.returncode:
         failed.append(os.path.join(report.cell_dir(root, *cell), "log.txt"))
-  paths = report.write_report(root, methods, partitions, seeds)
+  # Only cells finished with this comparison's config enter the table and plots (a refused
+  # cell of other overrides, or a stale summary of a smaller T, is left out).
+  done = {c for c in cells if cell_state(root, config, c) == "done"}
+  paths = report.write_report(root, methods, partitions, seeds, cells=done)
   with open(paths["table"]) as f:
     print(f.read())
   logging.info("wrote %s", ", ".join(paths.values()))

@@ -126,3 +126,4 @@ def test_compare_never_reuses_a_cell_of_other_overrides(fake_root):
   assert "0 already done, 0 to run" in out.stderr
   with open(os.path.join(wd, "summary.json")) as f:
     assert f.read() == before
+  assert "| gas | - |" in out.stdout     # nor counted in the table

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -83,13 +84,22 @@ def test_raised_T_continues_like_the_longer_run(runs, tmp_path):
 
 def test_two_processes_on_one_workdir(runs, tmp_path):
   workdir = str(tmp_path / "run")
-  procs = [subprocess.Popen(_cmd(workdir, "--config.num_global_iters=3"), cwd=ROOT,
+  lock = os.path.join(workdir, ".lock")
+
+  def start():
+    return subprocess.Popen(_cmd(workdir, "--config.num_global_iters=3"), cwd=ROOT,
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
-           for _ in range(2)]
-  results = [(p.wait(timeout=900), p.stderr.read()) for p in procs]
-  codes = sorted(code for code, _ in results)
-  assert codes == [0, 1], [err[-1500:] for _, err in results]
-  refused = next(err for code, err in results if code == 1)
+
+  first = start()
+  deadline = time.time() + 600      # the second starts once the first holds the lock
+  while time.time() < deadline and first.poll() is None and not (
+      os.path.exists(lock) and os.path.getsize(lock)):
+    time.sleep(0.05)
+  procs = [first, start()]
+  results = [(p.communicate(timeout=900)[1], p.returncode) for p in procs]
+  results = [(code, err) for err, code in results]
+  assert [code for code, _ in results] == [0, 1], [err[-1500:] for _, err in results]
+  refused = results[1][1]
   last = [ln for ln in refused.splitlines() if ln.strip()][-1]
   assert last.startswith("error: ") and "is in use by process" in last, last
   assert _rows(workdir) == _rows(runs["t3"])

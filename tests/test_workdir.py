@@ -123,16 +123,20 @@ def test_unreadable_checkpoint_is_moved_aside_not_deleted(tmp_path):
   aside = os.listdir(tmp_path / "checkpoints.unreadable")
   assert len(aside) == 1 and aside[0].startswith("2-")
   assert ckpt.all_steps() == [1]
+  for root, _, files in os.walk(tmp_path / "checkpoints" / "1"):   # now the last one too
+    for name in files:
+      (tmp_path / root / name).write_bytes(b"garbage")
+  with pytest.raises(RunError, match="no checkpoint in .* could be read"):
+    ckpt.restore_latest(_state())     # never a silent fresh start over the run's files
+  assert len(os.listdir(tmp_path / "checkpoints.unreadable")) == 2
   ckpt.close()
 
 
-def test_output_files_get_the_umask_permissions(tmp_path):
-  old = os.umask(0o022)
-  try:
-    metrics_lib.atomic_write(str(tmp_path / "summary.json"), "{}\n")
-  finally:
-    os.umask(old)
-  assert stat.S_IMODE(os.stat(tmp_path / "summary.json").st_mode) == 0o644
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640)])
+def test_output_files_get_the_umask_permissions(tmp_path, monkeypatch, umask, mode):
+  monkeypatch.setattr(metrics_lib, "_UMASK", umask)   # read once at import
+  metrics_lib.atomic_write(str(tmp_path / "summary.json"), "{}\n")
+  assert stat.S_IMODE(os.stat(tmp_path / "summary.json").st_mode) == mode
 
 
 def test_heartbeat_logs_while_an_iteration_runs(monkeypatch):
