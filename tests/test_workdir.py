@@ -40,8 +40,9 @@ def test_same_config_and_resumable_fields_are_accepted():
 def test_fields_that_change_the_past_are_named():
   diff = workdir_lib.differences(STORED, _with(optimizer__lr=0.05, seed=1, generate=1))
   assert diff == ["generate: True -> 1", "optimizer.lr: 0.01 -> 0.05", "seed: 0 -> 1"]
-  assert workdir_lib.differences(STORED, _with(execution__vmap_seeds=1)) == [
-      "execution.vmap_seeds: -1 -> 1"]
+  assert workdir_lib.differences(STORED, _with(optimizer__momentum=0.0)) == [
+      "optimizer.momentum: 0.9 -> 0.0"]
+  assert workdir_lib.differences(STORED, _with(execution__vmap_seeds=1)) == []
   new = _with()
   new["extra"] = 1
   del new["optimizer"]["momentum"]
