@@ -1,5 +1,6 @@
 """Running `python -m gas_jax.main` from tests: the command, a finished run, its rows (shared by
 the subprocess tests; not a test module)."""
+import hashlib
 import json
 import os
 import subprocess
@@ -25,4 +26,16 @@ def rows(workdir):
     out = [json.loads(line) for line in f]
   for r in out:
     r.pop("wall_time_s")
+  return out
+
+
+def digest(folder):
+  """sha256 of every file below `folder` but the workdir lock (to show files untouched)."""
+  out = {}
+  for root, _, files in os.walk(folder):
+    for name in files:
+      if name != ".lock":
+        path = os.path.join(root, name)
+        with open(path, "rb") as f:
+          out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
   return out

@@ -6,7 +6,6 @@ with another config, broken data files and a full disk; the flag-level cases (un
 config file arguments, missing config files) as subprocesses of `python -m gas_jax.main`.
 """
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -14,6 +13,8 @@ import subprocess
 import sys
 
 import pytest
+
+import cli_runs
 
 from configs import digits
 from gas_jax import checkpoint
@@ -122,15 +123,7 @@ def test_bad_workdir(tmp_path, monkeypatch, workdir, text):
   assert sorted(os.listdir(tmp_path)) == ["afile"]   # no stray checkpoints/ in the cwd
 
 
-def _digest(folder) -> dict:
-  out = {}
-  for root, _, files in os.walk(folder):
-    for name in files:
-      path = os.path.join(root, name)
-      if name != ".lock":
-        with open(path, "rb") as f:
-          out[os.path.relpath(path, folder)] = hashlib.sha256(f.read()).hexdigest()
-  return out
+_digest = cli_runs.digest
 
 
 @pytest.fixture(scope="module")

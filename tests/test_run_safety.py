@@ -1,7 +1,6 @@
 """Never lose or mix a run, end to end with `python -m gas_jax.main` processes: a changed config
 is refused with the old files intact, a raised T continues exactly, two processes on one workdir
 give one refusal and one correct run, a multi-seed run killed during its finish completes."""
-import hashlib
 import json
 import os
 import shutil
@@ -29,15 +28,7 @@ def _run(workdir, *extra):
 _rows = cli_runs.rows
 
 
-def _digest(folder):
-  out = {}
-  for root, _, files in os.walk(folder):
-    for name in files:
-      if name != ".lock":
-        with open(os.path.join(root, name), "rb") as f:
-          out[os.path.relpath(os.path.join(root, name), folder)] = hashlib.sha256(
-              f.read()).hexdigest()
-  return out
+_digest = cli_runs.digest
 
 
 def _last_line(proc):
