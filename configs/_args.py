@@ -3,7 +3,7 @@
 An argument is a list of tokens joined by ':' (e.g. "K50:shard2:cinic10"). Each token is
 recognised by its form alone, so the order does not matter; each kind of token may appear at
 most once, and anything unrecognised is a `ConfigError` naming the argument and the accepted
-forms. Not itself a config file (the leading underscore keeps it out of tests/test_configs.py).
+forms. Not itself a config file (the leading underscore keeps it out of tests/run/test_configs.py).
 """
 import re
 from typing import Any, Callable, Dict, NamedTuple

@@ -193,7 +193,7 @@ def sampler_impl() -> str:
   accelerators); "loop" visits only the labels that need samples and, per label, only the
   row chunks in use (about half the capacity on average), which on the CPU costs about a
   third as much. Both draw the same normals (`_z1`, `_z2`), so they give the same samples up
-  to float rounding (tests/test_stats_sampling.py)."""
+  to float rounding (tests/stats/test_stats_sampling.py)."""
   return "batched" if jax.default_backend() != "cpu" else "loop"
 
 

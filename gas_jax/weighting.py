@@ -14,7 +14,7 @@ they are used *relative to the largest tag so far*: the host takes R = max log s
 float64 (`tag`) and sends each activation's s(n) / e^R together with the increase of R at that
 step; at the server update the buffer's tags and the stored weights are brought to the newest R
 (`window_weights`, `rescale_stats`). Only a's and the common scale cancel: the statistics
-equal those of the absolute tags up to float32 rounding (`tests/test_weighting.py`).
+equal those of the absolute tags up to float32 rounding (`tests/algorithms/test_weighting.py`).
 Two limits keep this finite: a row whose relative weight is below `MIN_WEIGHT` (more than 69
 nats below the newest activation) is left out of the statistics (its share of W_y would be below
 1e-30), and a stored W_y is never scaled below `MIN_WEIGHT` (a label unseen for that long keeps

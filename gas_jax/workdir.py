@@ -23,8 +23,8 @@ from gas_jax.config import RunError
 
 # Fields that may differ between the stored config and a resuming one: they change how the run
 # is executed, logged or checkpointed, not its numbers (cohorts, server chunks, device meshes and
-# vmapped seeds give the same numbers up to float32 rounding: tests/test_equivalence.py,
-# tests/test_multiseed.py; a checkpoint layout they change is refused by `checkpoint`).
+# vmapped seeds give the same numbers up to float32 rounding: tests/runners/test_equivalence.py,
+# tests/run/test_multiseed.py; a checkpoint layout they change is refused by `checkpoint`).
 RESUMABLE = frozenset({
     "num_global_iters", "checkpoint_every", "checkpoints_to_keep", "eval_batch_size",
     "log_every_s", "execution.compilation_cache_dir", "execution.cohort_size",

@@ -97,7 +97,7 @@ def conv2d(x, kernel, stride=(1, 1), padding=((1, 1), (1, 1)), impl: str = ""):
   impl "xla": `lax.conv_general_dilated`; "im2col": for each kernel offset, the (strided) slice
   of the input that it reads, zero-padded where it reads the padding, concatenated along
   channels in HWIO order, times the [kh*kw*cin, cout] kernel (the same sums in another order:
-  equal up to float rounding, tests/test_layers.py). Slicing the unpadded input and padding
+  equal up to float rounding, tests/models/test_layers.py). Slicing the unpadded input and padding
   each slice, rather than slicing a padded copy, lets XLA's CPU backend fuse each slice with
   its padding: the AlexNet L2 server update's im2col and col2im copies took half as long
   (about 4 % of its time; docs/benchmarks.md). "" = `conv_impl()`.

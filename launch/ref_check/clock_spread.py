@@ -6,7 +6,7 @@ REF (baseline/FedBuff.py and CA2FL.py, transcribed: `find_client_with_min_time`,
 2E `model_process` + `transmit_model` per dispatch, REF's AlexNet constants) draws the client
 speeds and distances from numpy's legacy generator; gas-jax draws them from the seed's own
 streams (`timing.draw_profiles`) and runs `fl_runner.AsyncClock`. The two loops are the same
-procedure (`tests/test_baseline_clocks.py::test_async_clock` checks gas-jax's clock event by
+procedure (`tests/system/test_baseline_clocks.py::test_async_clock` checks gas-jax's clock event by
 event against it), so only the draws differ: the script prints the mean and spread of the clock
 over seeds for both, and the spread of a mean over 3 seeds.
 """
