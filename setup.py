@@ -5,6 +5,7 @@ setup(
     name="gas-jax",
     version="0.1.0",
     description="GAS (Generative Activation-aided Asynchronous Split FL) and baselines in JAX/Flax",
+    # Not benchmarks/ (run from the repository root: python -m benchmarks.run NAME) nor tests/.
     packages=find_packages(include=["gas_jax", "gas_jax.*", "configs"]),
     python_requires=">=3.10",
     install_requires=[

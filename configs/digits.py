@@ -8,8 +8,8 @@ global iterations, SGD lr 0.01 / momentum 0.9 / weight decay 5e-4 (REF settings)
 Expected (measured 2026-11-25, seed 0): summary.json final_accuracy 0.9706 (mean test accuracy
 of the last 5 global iterations), about 77 s for the run on a 2-core CPU: mean_iter_wall_s 1.01
 (evaluation and the first compilations included; 0.91 with
-`GasRunner.precompile_server()` first; `launch/benchmark.py --config=configs/digits.py
---iters=20`: 0.87 s steady state). All methods on digits, 3 seeds: README "Results on digits". Argument: a partition, `:shard2`
+`GasRunner.precompile_server()` first; `python -m benchmarks.run iteration
+--config=configs/digits.py --iters=20`: 0.87 s steady state). All methods on digits, 3 seeds: README "Results on digits". Argument: a partition, `:shard2`
 (default), `:dir0.1`, any `shardN`, `dirALPHA` or `iid`, e.g. `--config=configs/digits.py:dir0.1`.
 """
 import ml_collections
@@ -95,6 +95,10 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.execution.vmap_seeds = -1     # with seeds: -1 auto (CPU 0, else 1) | 1 vmapped | 0 a loop
   c.execution.server_chunk = -1   # server fwd/bwd in N-row chunks: -1 auto (CPU 32) | 0 one pass
   c.execution.compilation_cache_dir = ""  # XLA's persistent compilation cache ("" = off)
+  c.execution.conv_impl = ""       # "" auto (CPU im2col, else xla) | im2col | xla
+  c.execution.cohort_conv_impl = ""  # vmapped cohorts: "" auto (TPU xla, else im2col) | im2col | xla
+  c.execution.sampler = ""         # square-root statistics: "" auto (CPU loop, else batched) | loop | batched
+  c.execution.cpu_threads = 0      # CPU cores of this process: 0 all it may use | N the first N
   c.checkpoint_every = 10        # global iterations between checkpoints (also on SIGTERM/SIGINT)
   c.checkpoints_to_keep = 2
   c.eval_batch_size = 1000

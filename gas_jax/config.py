@@ -9,16 +9,8 @@ import os
 import ml_collections
 import numpy as np
 
+from gas_jax.errors import ConfigError, RunError  # noqa: F401  (config_lib.RunError)
 from gas_jax.registry import ALGORITHMS, DATASETS, MODELS
-
-
-class ConfigError(ValueError):
-  """A config field has a value that is not allowed."""
-
-
-class RunError(Exception):
-  """The workdir or the run's state forbids what was asked (a different run in the workdir, a
-  workdir in use, a full disk, ...). The message is one line saying what to do."""
 
 
 def _fail(field, value, allowed):
@@ -69,7 +61,7 @@ def _choice(config, field, allowed):
 
 
 def _check_seeds(config) -> None:
-  """config.seeds: the runs axis (`gas_jax.multiseed`), GAS only, distinct integers >= 0."""
+  """config.seeds: the runs axis (`gas_jax.runners.seeds_runner`), GAS only, distinct integers >= 0."""
   seeds = tuple(config.get("seeds", ()) or ())
   if not seeds:
     return
@@ -86,11 +78,7 @@ def _check_seeds(config) -> None:
 
 def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   """Checks every field that can be checked without the data."""
-  # Importing the plugin packages fills the registries.
-  import gas_jax.runners  # noqa: F401
-  import gas_jax.data.sources  # noqa: F401
-  import gas_jax.models  # noqa: F401
-  from gas_jax.models.registry import check_split
+  from gas_jax.models.registry import check_split  # noqa: PLC0415
 
   if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
     _fail("seed", config.seed, "must be an integer >= 0")
@@ -158,6 +146,14 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
           "-1 (auto), 0 (one pass) or N >= 1 rows per chunk")
   if not isinstance(config.execution.devices, int) or config.execution.devices < 0:
     _fail("execution.devices", config.execution.devices, "0 (all local devices) or N >= 1")
+  for f, allowed in (("conv_impl", ("", "im2col", "xla")),
+                     ("cohort_conv_impl", ("", "im2col", "xla")),
+                     ("sampler", ("", "loop", "batched"))):
+    if config.execution.get(f, "") not in allowed:
+      _fail(f"execution.{f}", config.execution.get(f), f"one of {list(allowed)}")
+  threads = config.execution.get("cpu_threads", 0)
+  if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+    _fail("execution.cpu_threads", threads, "0 (every core the process may use) or N >= 1")
   if not isinstance(config.execution.get("compilation_cache_dir", ""), str):
     _fail("execution.compilation_cache_dir", config.execution.compilation_cache_dir,
           "a directory path, or \"\" (no persistent compilation cache)")

@@ -8,15 +8,13 @@ the algorithm's pure `client_step` whose activation lands in the activation buff
 position the scheduler assigned; the server update is a second jitted call, so the large
 server-side state (Gaussian statistics) never travels through client steps.
 """
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence
 
 import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gas_jax import stats as stats_lib
-from gas_jax.algorithms import gas
 from gas_jax.data import augment as augment_lib
 from gas_jax.models import layers
 
@@ -34,17 +32,29 @@ def segments(events: Sequence) -> List[List]:
   return out
 
 
+def opens_cohort(ev, slots, size: int, max_size: int) -> bool:
+  """Whether `ev` must start a new cohort after one of `size` events on `slots`: its slot is
+  already there (its step depends on the previous one), or the cohort is full."""
+  return ev.slot in slots or bool(max_size and size == max_size)
+
+
+def closes_cohort(ev) -> bool:
+  """Whether a cohort ends with `ev`: a server update or an aggregation follows it."""
+  return ev.server_update or ev.aggregate
+
+
 def cohorts(events: Sequence, max_size: int) -> List[List]:
   """Groups consecutive independent events: distinct slots, no server update or aggregation
-  before the last one (so all see the same phi), at most `max_size` (0 = unbounded)."""
+  before the last one (so all see the same phi), at most `max_size` (0 = unbounded). The same
+  rules cut the runs axis' cohorts (`SeedsGasRunner`)."""
   out, cur, slots = [], [], set()
   for ev in events:
-    if ev.slot in slots or (max_size and len(cur) == max_size):
+    if opens_cohort(ev, slots, len(cur), max_size):
       out.append(cur)
       cur, slots = [], set()
     cur.append(ev)
     slots.add(ev.slot)
-    if ev.server_update or ev.aggregate:
+    if closes_cohort(ev):
       out.append(cur)
       cur, slots = [], set()
   if cur:
@@ -176,7 +186,7 @@ def event_arrays(ev, idx, mask, tag, agg_weight: float, event_id: int) -> Dict:
 def server_event(algo):
   """The unjitted server update: (server_state, buffer, global_iter, rng, gen_rows=None,
   room_made=False) -> (state, metrics); gen_rows (static) packs the generated activations
-  (`plan_server_update`), room_made (static): the statistics' compressions ran beforehand."""
+  (`gas.plan_server_update`), room_made (static): the statistics' compressions ran beforehand."""
 
   def run(sstate, buffer, global_iter, rng, gen_rows=None, room_made=False):
     batch = dict(buffer=buffer, global_iter=global_iter)
@@ -187,76 +197,6 @@ def server_event(algo):
     return algo.server_step(sstate, batch, rng)
 
   return run
-
-
-def plan_server_update(algo, sstate, buffer) -> Tuple[Optional[int], List[int]]:
-  """Host side, before a server update: (gen_rows, labels to compress). gen_rows is the static
-  packed size of its generated rows (None without generation); the labels are those whose
-  square-root factor has no room for the update's merge (`stats.overflowing`), to be
-  compressed by `algo.compress` first. One small device read (labels, masks, tags, and the
-  statistics' seen flags and rows in use)."""
-  hp = algo.hparams
-  if not getattr(hp, "generate", False):
-    return None, []
-  st = sstate.stats
-  sqrt = isinstance(st, stats_lib.SqrtStats)
-  host = jax.device_get((buffer.labels, buffer.row_mask, buffer.tags, st.seen,
-                         st.used if sqrt else None))
-  return plan_from_host(hp, *host, st.rows.shape[-2] if sqrt else 0)
-
-
-def plan_from_host(hp, labels, mask, tags, seen, used, capacity: int):
-  """`plan_server_update` from host copies of the buffer's labels [C, B], row_mask [C, B],
-  tags [C] and the statistics' seen [M] and rows in use [M] (None: no square-root factor,
-  whose rows per label are `capacity`)."""
-  rows = gas.generated_rows(hp, labels, mask, seen)
-  if used is None:
-    return rows, []
-  w = np.where(mask, np.asarray(tags)[:, None], 0.0).reshape(-1)
-  full = stats_lib.overflowing(np.asarray(used), np.asarray(seen), np.asarray(labels).reshape(-1),
-                               w, hp.stats_block, capacity, xp=np)
-  return rows, [int(y) for y in np.flatnonzero(full)]
-
-
-def server_sizes_to_precompile(hp) -> List[int]:
-  """The packed server-update sizes the runners compile before training
-  (`gas.generated_row_sizes`): all of them where there are several (one pass), none where
-  there is one (in chunks: it compiles at the first update, inside the first iteration) or no
-  generation."""
-  if not getattr(hp, "generate", False):
-    return []
-  sizes = gas.generated_row_sizes(hp)
-  return sizes if len(sizes) > 1 else []
-
-
-def make_room(algo, compress_run, sstate, buffer) -> Tuple[object, Optional[int]]:
-  """`plan_server_update`, then `compress_run` (jitted `algo.compress`) for each full label.
-  Returns (server_state, gen_rows) for a `server_run(..., gen_rows=gen_rows, room_made=True)`."""
-  rows, full = plan_server_update(algo, sstate, buffer)
-  for y in full:
-    sstate = compress_run(sstate, np.int32(y))
-  return sstate, rows
-
-
-def run_server_update(algo, server_run, compress_run, sstate, buffer, *args):
-  """A server update as the runners run it: `make_room`, then `server_run(sstate, buffer,
-  *args)` with the packed size and room_made. Returns (server_state, metrics)."""
-  sstate, rows = make_room(algo, compress_run, sstate, buffer)
-  return server_run(sstate, buffer, *args, gen_rows=rows, room_made=True)
-
-
-def check_gen_rows(server_outputs) -> None:
-  """Raises if a server update needed more generated rows than `plan_server_update` packed, or
-  a label's factor had no room for its merge (host/device disagreements that would drop rows)."""
-  for o in server_outputs:
-    if o is None:
-      continue
-    if bool(o.get("gen_overflow", False)):
-      raise RuntimeError("a server update needed more generated activations than gen_rows "
-                         "packed")
-    if bool(o.get("stats_overflow", False)):
-      raise RuntimeError("a server update's merge found a label's statistics factor full: "
-                         "engine.plan_server_update and the device disagree")
 
 
 def padding_events(batch_size: int, length: int) -> Dict:
@@ -281,11 +221,3 @@ def make_server_runner(algo, max_traces: Optional[int] = None):
 def make_compress_runner(algo):
   """jit(algo.compress), the server state donated (the factor is updated in place)."""
   return jax.jit(algo.compress, donate_argnums=(0,))
-
-
-def precompile_compress(algo, compress_run, sstate) -> None:
-  """Compiles `compress_run` ahead of time when the run has a square-root factor to compress
-  (else it would compile at the first compression, inside a timed global iteration)."""
-  if getattr(algo.hparams, "generate", False) and isinstance(sstate.stats,
-                                                               stats_lib.SqrtStats):
-    compress_run.lower(sstate, np.int32(0)).compile()

@@ -12,6 +12,8 @@ import ml_collections
 from absl import app, flags, logging
 from ml_collections import config_flags
 
+from gas_jax import errors
+
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for outputs and checkpoints.")
@@ -106,17 +108,13 @@ def _no_space(e: BaseException) -> bool:
 def boundary_message(e: BaseException, workdir: str):
   """The one line for an exception that reaches the program's boundary, or None (a bug: let
   the traceback show)."""
-  from gas_jax import config as config_lib  # noqa: PLC0415
   if _no_space(e):
     return (f"no space left on the device holding {os.path.abspath(workdir)} "
             f"({type(e).__name__}); nothing is lost: free some space, then rerun the same command "
             "to resume from the last checkpoint")
-  if isinstance(e, (config_lib.ConfigError, config_lib.RunError, FileNotFoundError,
+  if isinstance(e, (errors.ConfigError, errors.RunError, errors.DataError, FileNotFoundError,
                     FloatingPointError)):
-    return _one_line(e)
-  text = str(e)
-  if isinstance(e, ValueError) and ("=" in text.split(" ")[0] or text.startswith("/")):
-    return _one_line(e)   # plugin lookups and data checks name their config field or file
+    return _one_line(e)   # each names its config field, file or global iteration
   if isinstance(e, PermissionError):
     return f"permission denied: {e.filename}"
   return None

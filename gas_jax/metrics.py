@@ -175,3 +175,10 @@ class Progress:
     finally:
       stop.set()
       thread.join()
+
+
+def log_run(config, model) -> None:
+  """The run's one-line description: algorithm, dataset, model, split and sizes."""
+  logging.info("%s on %s: model %s/%s, activation %s, client %d params, server %d params",
+               config.algorithm, config.data.name, model.name, model.split,
+               model.activation_shape, model.client_params, model.server_params)

@@ -6,6 +6,8 @@ REF (spec §0): g <- clip(g, 10) by global norm; g <- g + 5e-4 w; buf <- 0.9 buf
 import jax
 import optax
 
+from gas_jax.errors import ConfigError
+
 
 def make_transform(name: str, momentum: float, weight_decay: float, clip_norm: float):
   parts = []
@@ -19,7 +21,7 @@ def make_transform(name: str, momentum: float, weight_decay: float, clip_norm: f
   elif name == "adam":
     parts.append(optax.scale_by_adam())
   else:
-    raise ValueError(f"optimizer.name={name!r} is unknown; allowed: adam, sgd")
+    raise ConfigError(f"optimizer.name={name!r} is unknown; allowed: adam, sgd")
   return optax.chain(*parts)
 
 
@@ -36,4 +38,4 @@ def learning_rate(lr0, global_iter, decay: str):
     return lr0
   if decay == "sqrt":
     return lr0 / jax.numpy.sqrt(1.0 + global_iter)
-  raise ValueError(f"optimizer.decay={decay!r} is unknown; allowed: none, sqrt")
+  raise ConfigError(f"optimizer.decay={decay!r} is unknown; allowed: none, sqrt")

@@ -25,6 +25,8 @@ import math
 import jax
 import jax.numpy as jnp
 
+from gas_jax.errors import ConfigError
+
 FUNCTIONS = ("ref", "linear", "exp", "poly")
 RELATIVE = ("exp", "poly")     # used relative to the running maximum
 MIN_WEIGHT = 1e-30
@@ -38,7 +40,7 @@ def log_tag(fn: str, a: float, b: float, n: int) -> float:
     return math.log(a) + b * n
   if fn == "poly":
     return math.log(a) + b * math.log(n)
-  raise ValueError(f"weighting.fn={fn!r} has no log form")
+  raise ConfigError(f"weighting.fn={fn!r} has no log form")
 
 
 def tag(config, ev):

@@ -19,17 +19,24 @@ import socket
 import time
 from typing import Any, Dict, List, Optional
 
-from gas_jax.config import RunError
+import jax
+import numpy as np
+from absl import logging
+
+from gas_jax import metrics as metrics_lib
+from gas_jax.errors import RunError
 
 # Fields that may differ between the stored config and a resuming one: they change how the run
 # is executed, logged or checkpointed, not its numbers (cohorts, server chunks, device meshes and
 # vmapped seeds give the same numbers up to float32 rounding: tests/runners/test_equivalence.py,
 # tests/run/test_multiseed.py; a checkpoint layout they change is refused by `checkpoint`).
+# Every `execution.*` field, and config.json's `execution_plan` (the resolved choices, which
+# follow the machine), is of that kind.
 RESUMABLE = frozenset({
     "num_global_iters", "checkpoint_every", "checkpoints_to_keep", "eval_batch_size",
-    "log_every_s", "execution.compilation_cache_dir", "execution.cohort_size",
-    "execution.server_chunk", "execution.devices", "execution.vmap_seeds",
+    "log_every_s",
 })
+RESUMABLE_SECTIONS = ("execution.", "execution_plan.")
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
 _SHOWN = 6   # differing fields named in the message
@@ -61,6 +68,11 @@ def _same(a, b) -> bool:
   return a == b
 
 
+def resumable(key: str) -> bool:
+  """Whether the (flattened) config field `key` may change when a run resumes."""
+  return key in RESUMABLE or key.startswith(RESUMABLE_SECTIONS)
+
+
 def differences(stored: Dict, new: Dict, done_iters: int = 0) -> List[str]:
   """'field: old -> new' for every field that forbids resuming `stored` with `new`.
 
@@ -69,7 +81,7 @@ def differences(stored: Dict, new: Dict, done_iters: int = 0) -> List[str]:
   a, b = _flatten(normalise(stored)), _flatten(normalise(new))
   out = []
   for key in sorted(set(a) | set(b)):
-    if key in RESUMABLE and key != "num_global_iters":
+    if resumable(key) and key != "num_global_iters":
       continue
     if key not in a:
       out.append(f"{key}: (not in the stored config) -> {b[key]!r}")
@@ -79,7 +91,7 @@ def differences(stored: Dict, new: Dict, done_iters: int = 0) -> List[str]:
       if isinstance(b[key], int) and b[key] < done_iters:
         out.append(f"num_global_iters: {a[key]!r} -> {b[key]!r} (the run has already done "
                    f"{done_iters} iterations)")
-    elif key not in RESUMABLE and not _same(a[key], b[key]):
+    elif not resumable(key) and not _same(a[key], b[key]):
       out.append(f"{key}: {a[key]!r} -> {b[key]!r}")
   return out
 
@@ -209,3 +221,60 @@ class WorkdirLock:
       fcntl.flock(self._f.fileno(), fcntl.LOCK_UN)
       self._f.close()
       self._f = None
+
+
+def seed_config(config, seed: int):
+  """The single-seed config of one seed of the runs axis (`config.seeds`)."""
+  c = config.copy_and_resolve_references()
+  with c.unlocked():
+    c.seed, c.seeds = int(seed), ()
+  return c
+
+
+def finished_or_check(config, workdir: str) -> Optional[Dict]:
+  """Checks that WORKDIR holds no other run (RunError if it does) and returns the stored
+  summary if this run is already finished there."""
+  seed_dirs = [(os.path.join(workdir, f"seed{s}"), seed_config(config, s))
+               for s in (config.seeds or ())]
+  done = max([done_iterations(workdir)] + [done_iterations(d) for d, _ in seed_dirs])
+  check_same_run(workdir, config.to_dict(), done)
+  for d, c in seed_dirs:
+    check_same_run(d, c.to_dict(), done)
+  summary = finished_summary(workdir, config.num_global_iters)
+  if summary is not None:
+    logging.info("%s holds this run, finished at global iteration %d: nothing to do (summary: "
+                 "%s)", workdir, config.num_global_iters, os.path.join(workdir, "summary.json"))
+  return summary
+
+
+def _share(status: int) -> int:
+  """Process 0's decision, for every process of a multi-process run."""
+  if jax.process_count() == 1:
+    return status
+  from jax.experimental import multihost_utils  # noqa: PLC0415
+  return int(multihost_utils.broadcast_one_to_all(np.int32(status)))
+
+
+def claim(config, workdir: str, overwrite: bool, lock: WorkdirLock) -> Optional[Dict]:
+  """Process 0 takes the workdir lock, moves the old run aside with --overwrite, and checks
+  the run again (another process may have written in between); every process of a
+  multi-process run follows its decision. Returns the summary of a finished run."""
+  primary = metrics_lib.is_primary()
+  summary, error = None, None
+  if primary:
+    try:
+      lock.acquire()
+      if overwrite:
+        aside = move_aside(workdir)
+        if aside:
+          logging.warning("--overwrite: moved the previous run in %s to %s", workdir, aside)
+      summary = finished_or_check(config, workdir)
+    except RunError as e:
+      error = e
+  status = _share(2 if error is not None else 1 if summary is not None else 0)
+  if status == 2:
+    raise error if primary else RunError(
+        f"process 0 refused the workdir {workdir} (see its error line)")
+  if status == 1 and not primary:
+    return dict(finished=True)
+  return summary

@@ -16,6 +16,10 @@ finished cells (`gas_jax.report`). Without --partitions the config's own partiti
 column. Exits non-zero if any cell failed. Unless the overrides set it, the cells share XLA's
 persistent compilation cache in DIR/xla_cache (`execution.compilation_cache_dir`): cells of the
 same method and shapes reuse each other's compiled steps instead of compiling them at start-up.
+
+With --jobs=N the CPU cores this process may use are split among the N job slots (each cell's
+process is pinned to its slot's cores, `execution.core_slots`; its execution plan records the count):
+XLA's CPU runtime slows down far more than the share of cores when processes share them.
 """
 import os
 import subprocess
@@ -26,9 +30,8 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from gas_jax import config as config_lib
-from gas_jax import registry, report
+from gas_jax import execution, registry, report
 from gas_jax import workdir as workdir_lib
-import gas_jax.runners  # noqa: F401  (fills the algorithm registry)
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Base experiment config file.",
                                           lock_config=True)
@@ -36,7 +39,7 @@ _METHODS = flags.DEFINE_list("methods", None, "Algorithms (config.algorithm valu
 _SEEDS = flags.DEFINE_list("seeds", ["0", "1", "2"], "Seeds (config.seed values).")
 _PARTITIONS = flags.DEFINE_list("partitions", [], "Partitions: shardN, dirALPHA, iid.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Root directory of the comparison.")
-_JOBS = flags.DEFINE_integer("jobs", 1, "Runs at once.")
+_JOBS = flags.DEFINE_integer("jobs", 1, "Runs at once; the CPU cores are split among them.")
 flags.mark_flags_as_required(["config", "methods", "workdir"])
 
 _OWN = ("--config.algorithm", "--config.seed", "--config.data.partition", "--config.data.shards",
@@ -129,6 +132,10 @@ def main(argv):
   logging.info("%d cells, %d already done, %d to run with %d job(s)", len(cells),
                sum(st == "done" for st in states.values()), len(todo), _JOBS.value)
   running, start = {}, time.time()
+  slots = execution.core_slots(_JOBS.value)
+  free = list(range(len(slots)))
+  logging.info("job slots on CPU cores %s (%d cores available)", slots,
+               execution.available_cores())
   key = "--config.execution.compilation_cache_dir"
   cache = ([] if any(a.startswith(key) for a in overrides)
            else [f"{key}={os.path.abspath(os.path.join(root, 'xla_cache'))}"])
@@ -140,14 +147,17 @@ def main(argv):
       cmd = [sys.executable, "-m", "gas_jax.main", config_arg, f"--workdir={wd}", *overrides,
              f"--config.algorithm={m}", f"--config.seed={s}", *part_flags[p], *cache]
       log = open(os.path.join(wd, "log.txt"), "a")
-      running[cell] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log,
-                       time.time())
+      slot = free.pop(0)
+      pin = (lambda cores=slots[slot]: os.sched_setaffinity(0, cores))
+      running[cell] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                        preexec_fn=pin), log, time.time(), slot)
     time.sleep(0.2)
-    for cell, (proc, log, t0) in list(running.items()):
+    for cell, (proc, log, t0, slot) in list(running.items()):
       if proc.poll() is None:
         continue
       log.close()
       del running[cell]
+      free.append(slot)
       status = "done" if proc.returncode == 0 else f"FAILED (exit {proc.returncode})"
       logging.info("%s/%s/seed%d %s in %.0f s (total %.0f s)", *cell, status, time.time() - t0,
                    time.time() - start)

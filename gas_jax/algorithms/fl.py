@@ -34,6 +34,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from gas_jax import losses, optim
+from gas_jax.errors import ConfigError
 
 tree_map = jax.tree_util.tree_map
 
@@ -133,7 +134,7 @@ def staleness_scale(staleness, mode: str):
     return jnp.ones((), jnp.float32)
   if mode == "sqrt":
     return 1.0 / jnp.sqrt(1.0 + jnp.asarray(staleness, jnp.float32))
-  raise ValueError(f"fedbuff.staleness={mode!r} is unknown; allowed: none, sqrt")
+  raise ConfigError(f"fedbuff.staleness={mode!r} is unknown; allowed: none, sqrt")
 
 
 def fedbuff_paper_add(acc, start, end, staleness, mode: str):

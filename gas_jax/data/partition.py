@@ -16,6 +16,8 @@ from typing import List
 
 import numpy as np
 
+from gas_jax.errors import ConfigError
+
 SCHEMES = ("iid", "shard", "dirichlet")
 _MAX_DIRICHLET_TRIES = 1000
 
@@ -63,7 +65,7 @@ def partition(labels: np.ndarray,
   elif scheme == "dirichlet":
     parts = _dirichlet(labels, num_clients, num_classes, alpha, min_size, rng)
   else:
-    raise ValueError(f"data.partition={scheme!r} is unknown; allowed: {', '.join(SCHEMES)}")
+    raise ConfigError(f"data.partition={scheme!r} is unknown; allowed: {', '.join(SCHEMES)}")
   return [np.asarray(p, dtype=np.int64) for p in parts]
 
 
@@ -76,7 +78,7 @@ def _shard(labels: np.ndarray, num_clients: int, num_classes: int, shards: int,
            rng: np.random.Generator) -> List[np.ndarray]:
   """REF shard partition (spec section 4.3)."""
   if shards < 1:
-    raise ValueError(f"data.shards={shards} must be >= 1")
+    raise ConfigError(f"data.shards={shards} must be >= 1")
   if (shards * num_clients) % num_classes:
     raise ValueError(
         f"data.shards={shards}: shards*clients.num ({shards}*{num_clients}="
@@ -99,10 +101,10 @@ def _dirichlet(labels: np.ndarray, num_clients: int, num_classes: int, alpha: fl
                min_size: int, rng: np.random.Generator) -> List[np.ndarray]:
   """REF Dirichlet partition with the N/K cap and the min-size retry (spec section 4.4)."""
   if not alpha > 0:
-    raise ValueError(f"data.alpha={alpha} must be > 0")
+    raise ConfigError(f"data.alpha={alpha} must be > 0")
   n = labels.size
   if min_size * num_clients > n:
-    raise ValueError(f"data.alpha={alpha}: {num_clients} clients with at least {min_size} "
+    raise ConfigError(f"data.alpha={alpha}: {num_clients} clients with at least {min_size} "
                      f"samples each need more than the {n} train samples")
   cap = n / num_clients
   by_class = [np.flatnonzero(labels == c) for c in range(num_classes)]

@@ -30,9 +30,10 @@ from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
+from gas_jax.data import dataset
 from gas_jax.data import local_formats as lf
-from gas_jax.data import sources
 from gas_jax.data import tfds_source
+from gas_jax.errors import ConfigError, DataError
 from gas_jax.registry import DATASETS
 
 
@@ -200,10 +201,10 @@ def _validate(spec: _Spec, raw: lf.Raw) -> None:
                        f"[{y.min()}, {y.max()}]")
 
 
-def build(spec: _Spec, data_dir: Optional[str]) -> sources.Dataset:
+def build(spec: _Spec, data_dir: Optional[str]) -> dataset.Dataset:
   """Finds, reads, checks and normalises `spec`'s dataset under `data_dir`."""
   if not data_dir:
-    raise ValueError(f"data.name={spec.name}: data.dir must be set for this dataset (nothing "
+    raise ConfigError(f"data.name={spec.name}: data.dir must be set for this dataset (nothing "
                      f"is downloaded){_expected(spec, '<data.dir>')}")
   root = os.path.abspath(os.path.expanduser(os.fspath(data_dir)))
   for layout in spec.layouts:
@@ -217,8 +218,8 @@ def build(spec: _Spec, data_dir: Optional[str]) -> sources.Dataset:
     except FileNotFoundError as e:
       raise FileNotFoundError(f"{where} is incomplete: {e}") from e
     except (ValueError, OSError, EOFError) as e:
-      raise ValueError(f"{where} is unreadable or malformed: {e}") from e
-    return sources._check(sources.Dataset(  # pylint: disable=protected-access
+      raise DataError(f"{where} is unreadable or malformed: {e}") from e
+    return dataset.check(dataset.Dataset(
         name=spec.name,
         x_train=normalise(raw.x_train, spec.mean, spec.std),
         y_train=raw.y_train.astype(np.int32),

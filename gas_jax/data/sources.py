@@ -2,7 +2,8 @@
 
 Every dataset is a builder registered in `gas_jax.registry.DATASETS` under its config name
 (`data.name`). A builder takes the data directory (or None) and returns a `Dataset` whose
-images are float32 NHWC and already normalised, and whose labels are int32 in [0, M).
+images are float32 NHWC and already normalised, and whose labels are int32 in [0, M)
+(`gas_jax.data.dataset`, re-exported here as `sources.Dataset`).
 
 Registered here:
   * "digits": scikit-learn's 8x8 handwritten digits (1797 images, 10 classes), stratified
@@ -11,37 +12,12 @@ Registered here:
   * "synthetic": random normal 8x8x1 images, 10 balanced classes, 1000 train / 200 test
     (see `synthetic_dataset`), for tests and benchmarks.
 """
-import dataclasses
 from typing import Optional, Tuple
 
 import numpy as np
 
+from gas_jax.data.dataset import Dataset, check
 from gas_jax.registry import DATASETS
-
-
-@dataclasses.dataclass(frozen=True, eq=False)
-class Dataset:
-  """A normalised image-classification dataset held in host memory.
-
-  Attributes:
-    name: the registry name the dataset was built from.
-    x_train: float32 [N, H, W, C], normalised.
-    y_train: int32 [N], labels in [0, num_classes).
-    x_test: float32 [N_test, H, W, C], normalised with the train statistics.
-    y_test: int32 [N_test].
-    num_classes: M.
-  """
-  name: str
-  x_train: np.ndarray
-  y_train: np.ndarray
-  x_test: np.ndarray
-  y_test: np.ndarray
-  num_classes: int
-
-  @property
-  def input_shape(self) -> Tuple[int, int, int]:
-    """The per-example image shape (H, W, C)."""
-    return tuple(int(d) for d in self.x_train.shape[1:])
 
 
 def load_dataset(name: str, data_dir: Optional[str]) -> Dataset:
@@ -59,19 +35,6 @@ def load_dataset(name: str, data_dir: Optional[str]) -> Dataset:
   """
   builder = DATASETS.get(name)
   return builder(data_dir)
-
-
-def _check(ds: Dataset) -> Dataset:
-  """Validates dtypes, ranks and label range of a freshly built dataset."""
-  for split, x, y in (("train", ds.x_train, ds.y_train), ("test", ds.x_test, ds.y_test)):
-    if x.dtype != np.float32 or x.ndim != 4:
-      raise ValueError(f"{ds.name} {split}: images must be float32 NHWC, got {x.dtype} {x.shape}")
-    if y.dtype != np.int32 or y.shape != (x.shape[0],):
-      raise ValueError(f"{ds.name} {split}: labels must be int32 [{x.shape[0]}], "
-                       f"got {y.dtype} {y.shape}")
-    if y.size and (y.min() < 0 or y.max() >= ds.num_classes):
-      raise ValueError(f"{ds.name} {split}: labels outside [0, {ds.num_classes})")
-  return ds
 
 
 @DATASETS.register("digits")
@@ -92,7 +55,7 @@ def _digits(data_dir: Optional[str]) -> Dataset:
   def prep(a):
     return ((a - mean) / std).reshape(-1, 8, 8, 1).astype(np.float32)
 
-  return _check(Dataset(
+  return check(Dataset(
       name="digits",
       x_train=prep(x_train), y_train=y_train.astype(np.int32),
       x_test=prep(x_test), y_test=y_test.astype(np.int32),
@@ -134,7 +97,7 @@ def synthetic_dataset(input_shape: Tuple[int, int, int] = (8, 8, 1),
 
   x_train, y_train = split(n_train)
   x_test, y_test = split(n_test)
-  return _check(Dataset(name="synthetic", x_train=x_train, y_train=y_train,
+  return check(Dataset(name="synthetic", x_train=x_train, y_train=y_train,
                         x_test=x_test, y_test=y_test, num_classes=num_classes))
 
 

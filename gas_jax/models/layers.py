@@ -42,19 +42,15 @@ def _conv_padding(padding: PaddingLike, ndim: int):
 
 
 _SCOPE = contextvars.ContextVar("conv_impl", default="")   # `conv_scope`
+# The run's execution plan (`gas_jax.execution.ExecutionPlan.active`): (single, cohort) impls.
+_DEFAULTS = contextvars.ContextVar("conv_defaults", default=("", ""))
 
 
 def conv_impl() -> str:
-  """The convolution used by `Conv`: "im2col" on the CPU, XLA's native one elsewhere.
-
-  On the CPU, XLA's native convolution reaches well under half of the machine's matmul rate
-  on this library's small images (about 80 of 190-200 GFLOP/s for 3x3 layers on 4x4-8x8
-  maps); written as shifted slices concatenated along channels and one matmul, the digits job's
-  client step and server update ran about 25 % faster (`launch/benchmark_conv.py` per layer,
-  `launch/benchmark.py` end to end; docs/benchmarks.md). On GPUs/TPUs the native convolution
-  is the fast one.
-  """
-  return _SCOPE.get() or ("im2col" if jax.default_backend() == "cpu" else "xla")
+  """The convolution used by `Conv`: the execution plan's choice (`ExecutionPlan.conv_impl`:
+  "im2col" on the CPU, XLA's native one elsewhere; docs/benchmarks.md has the figures)."""
+  return _SCOPE.get() or _DEFAULTS.get()[0] or (
+      "im2col" if jax.default_backend() == "cpu" else "xla")
 
 
 @contextlib.contextmanager
@@ -68,15 +64,22 @@ def conv_scope(impl: str):
     _SCOPE.reset(token)
 
 
-def cohort_conv_impl() -> str:
-  """The convolution of a cohort's vmapped client steps: "im2col" except on TPUs.
+@contextlib.contextmanager
+def conv_defaults(impl: str, cohort_impl: str):
+  """The run's defaults for `conv_impl` and `cohort_conv_impl` ("" = the backend's)."""
+  token = _DEFAULTS.set((impl, cohort_impl))
+  try:
+    yield
+  finally:
+    _DEFAULTS.reset(token)
 
-  Vmapped over the clients' own kernels, XLA's convolution becomes a grouped one, which cuDNN
-  runs with FFT and transposition kernels; as im2col it is one batched matmul. On an H200,
-  CIFAR-10 (AlexNet L2) cohorts of 4, 8 and 16 events took 1.48, 2.53 and 3.52 ms against
-  2.16, 2.94 and 4.35 ms (`launch/profile_parts.py`, docs/benchmarks.md); on the CPU im2col
-  is the default anyway."""
-  return "xla" if jax.default_backend() == "tpu" else "im2col"
+
+def cohort_conv_impl() -> str:
+  """The convolution of a cohort's vmapped client steps (`ExecutionPlan.cohort_conv_impl`):
+  "im2col" except on TPUs. Vmapped over the clients' own kernels, XLA's convolution becomes a
+  grouped one, which cuDNN runs with FFT and transposition kernels; as im2col it is one batched
+  matmul (figures: docs/benchmarks.md)."""
+  return _DEFAULTS.get()[1] or ("xla" if jax.default_backend() == "tpu" else "im2col")
 
 
 def _window_span(size: int, offset: int, pad_lo: int, stride: int, out: int):

@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from gas_jax.errors import ConfigError
 from gas_jax.models import flops
 from gas_jax.registry import MODELS
 
@@ -206,7 +207,7 @@ def register_model(name: str, splits: Sequence[str]) -> Callable:
 def check_split(name: str, split: str, allowed: Sequence[str]) -> None:
   """Raises ValueError naming model.split, the value and the allowed splits."""
   if split not in allowed:
-    raise ValueError(f"model.split={split!r} is unknown for model.name={name!r}; "
+    raise ConfigError(f"model.split={split!r} is unknown for model.name={name!r}; "
                      f"allowed: {', '.join(allowed)}")
 
 

@@ -16,6 +16,7 @@ Needs 32x32 inputs (five 2x2 pools); the 1-channel 28x28 datasets use AlexNet (a
 """
 import flax.linen as nn
 
+from gas_jax.errors import ConfigError
 from gas_jax.models import layers
 from gas_jax.models.registry import check_split, make_split_model, register_model
 
@@ -55,7 +56,7 @@ def build(split: str, num_classes: int, input_shape: tuple):
   """VGG16-BN cut after block 4/7/10/13 (L1-L4); input (32, 32, C)."""
   check_split(NAME, split, tuple(SPLIT_BLOCK))
   if tuple(input_shape[:2]) != (32, 32):
-    raise ValueError(f"model.name='vgg16' needs 32x32 images; the dataset's are "
+    raise ConfigError(f"model.name='vgg16' needs 32x32 images; the dataset's are "
                      f"{input_shape[0]}x{input_shape[1]} (use alexnet for 28x28 data)")
   k = SPLIT_BLOCK[split]
   client = VGGPart(first=1, last=k, classifier=False, num_classes=num_classes)

@@ -12,6 +12,7 @@ are N(0, 1) as in lucidrains' vit-pytorch.
 import flax.linen as nn
 import jax.numpy as jnp
 
+from gas_jax.errors import ConfigError
 from gas_jax.models import layers
 from gas_jax.models.registry import check_split, make_split_model, register_model
 
@@ -72,7 +73,7 @@ def build(split: str, num_classes: int, input_shape: tuple):
   """ViT-small cut after Transformer block k (Lk; the paper's split is L1)."""
   check_split(NAME, split, tuple(SPLIT_BLOCK))
   if input_shape[0] % PATCH or input_shape[1] % PATCH:
-    raise ValueError(f"model.name='vit_small' needs image sides divisible by {PATCH}; the "
+    raise ConfigError(f"model.name='vit_small' needs image sides divisible by {PATCH}; the "
                      f"dataset's images are {input_shape[0]}x{input_shape[1]}")
   k = SPLIT_BLOCK[split]
   client = ViTPart(first=0, last=k, head=False, num_classes=num_classes)

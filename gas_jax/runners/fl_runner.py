@@ -13,14 +13,18 @@ REF CA2FL aliasing: every client dispatched after the initial C trains from the 
 its arrival (`ca2fl.true_staleness=True` gives it its genuine stale copy instead).
 """
 import functools
+from typing import Any
 
 import jax
 import numpy as np
+from flax import struct
 
 from gas_jax.algorithms import fl
 from gas_jax.data import augment as augment_lib
+from gas_jax.context import RunContext
+from gas_jax.evaluation import finite_check
 from gas_jax.registry import ALGORITHMS
-from gas_jax.runners import RunContext, finite_check
+from gas_jax.runners.calls import FLCalls
 
 SELECT_STREAM = 0x5E1EC7   # numpy stream id of the baselines' client selection
 STEP_STREAM = 0xD0     # fold_in(key(seed), STEP_STREAM): the local steps' dropout keys
@@ -90,17 +94,39 @@ def compiled_step(model, hp: fl.FLHParams, augmenter=None):
   return algo, jax.jit(step), jax.jit(algo.init_opt)
 
 
+@struct.dataclass
+class FedAvgState:
+  """FedAvg's device state: the global model and the (shared) client optimiser state."""
+  glob: Any
+  opt: Any
+
+
+@struct.dataclass
+class AsyncFLState:
+  """FedBuff's / CA2FL's device state: also the C in-flight models and the buffer (FedBuff's
+  sum of C uploads, or CA2FL's K cached updates)."""
+  glob: Any
+  opt: Any
+  slots: Any     # list of C models: what each in-flight client started from
+  acc: Any
+
+
 class _FLBase:
-  """Shared parts: the jitted local step, E-step local training, bookkeeping, state."""
+  """Shared parts: the jitted local step, E-step local training, bookkeeping, state.
+
+  `calls` is the public `FLCalls(step, init_opt)` record of the jitted functions the local
+  training goes through (`gas_jax.runners.calls`): replace it to instrument them."""
 
   def __init__(self, ctx: RunContext):
     cfg = ctx.config
     self.ctx, self.cfg = ctx, cfg
     self.K, self.C, self.E = cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters
-    self.algo, self._step, self._init_opt = compiled_step(ctx.model, fl.hparams_from_config(cfg),
-                                                          augment_lib.from_config(cfg))
+    self.algo, step, init_opt = compiled_step(ctx.model, fl.hparams_from_config(cfg),
+                                              augment_lib.from_config(cfg))
+    self.calls = FLCalls(step=step, init_opt=init_opt)
     self.aug_key = augment_lib.run_key(cfg.seed)
-    self.glob, self.opt = self.algo.init(jax.random.fold_in(jax.random.key(cfg.seed), 0))
+    glob, opt = self.algo.init(jax.random.fold_in(jax.random.key(cfg.seed), 0))
+    self.state = FedAvgState(glob=glob, opt=opt)
     self.key = jax.random.fold_in(jax.random.key(cfg.seed), STEP_STREAM)  # dropout keys
     self.per_client = cfg.clients.momentum == "per_client"
     self.sizes = ctx.clients.sizes.astype(np.float64)
@@ -111,16 +137,16 @@ class _FLBase:
 
   def local_training(self, k: int, params):
     """Client k's E local SGD steps from `params` (shared or fresh momentum)."""
-    if self.per_client:
-      self.opt = self._init_opt(params)
+    opt = self.calls.init_opt(params) if self.per_client else self.state.opt
     it = np.int32(self.global_iters)
     for _ in range(self.E):
       idx, mask = self.ctx.clients.next_batch(k)
-      params, self.opt, out = self._step(params, self.opt, self.ctx.data, idx, mask, it,
-                                         self.key, self.aug_key, np.int32(self.client_steps))
+      params, opt, out = self.calls.step(params, opt, self.ctx.data, idx, mask, it, self.key,
+                                         self.aug_key, np.int32(self.client_steps))
       self._losses.append(out["loss"])
       self._finite.append(out["grad_finite"])
       self.client_steps += 1
+    self.state = self.state.replace(opt=opt)
     return params
 
   def _row(self) -> dict:
@@ -133,7 +159,7 @@ class _FLBase:
                 server_loss=None, generated_per_update=0.0, stats_fallbacks=0)
 
   def eval_params(self):
-    return self.glob
+    return self.state.glob
 
   def _host(self) -> dict:
     return dict(rng=self.rng.bit_generator.state, global_iters=self.global_iters,
@@ -168,16 +194,16 @@ class FedAvgRunner(_FLBase):
   def run_iteration(self) -> dict:
     selected = self.rng.choice(self.K, self.C, replace=False)
     self.t_now = fedavg_round_end(self.ctx.time_model, selected, self.E, self.t_now)
-    models = [self.local_training(int(k), self.glob) for k in selected]
-    self.glob = self._aggregate(models, self.sizes[selected])
+    models = [self.local_training(int(k), self.state.glob) for k in selected]
+    self.state = self.state.replace(glob=self._aggregate(models, self.sizes[selected]))
     self.global_iters += 1
     return self._row()
 
   def state_dict(self) -> dict:
-    return dict(device=dict(glob=self.glob, opt=self.opt), host=self._host())
+    return dict(device=self.state, host=self._host())
 
   def load_state_dict(self, d: dict) -> None:
-    self.glob, self.opt = d["device"]["glob"], d["device"]["opt"]
+    self.state = d["device"]
     self._load_host(d["host"])
 
 
@@ -193,40 +219,45 @@ class AsyncFLRunner(_FLBase):
     self.alias = method == "ca2fl" and not cfg.ca2fl.true_staleness
     self.clock = AsyncClock(ctx.time_model, self.K, self.C, self.E, self.rng)
     # In-flight models: the initial C slots hold w0 by value.
-    self.slots = [self.glob] * self.C
+    glob = self.state.glob
+    self.state = AsyncFLState(glob=glob, opt=self.state.opt, slots=[glob] * self.C,
+                              acc=(fl.zeros_like(glob) if method == "fedbuff"
+                                   else fl.ca2fl_init(glob, self.K)))
     self.live = np.zeros(self.C, bool)         # REF CA2FL aliasing: train from the live global
     self.dispatch_version = np.zeros(self.C, np.int64)
     self.count = 0
     self.staleness = cfg.fedbuff.staleness if method == "fedbuff" else "none"
     self.data_weights = self.sizes / self.sizes.sum()    # CA2FL REF: P_k over all K clients
-    self.acc = (fl.zeros_like(self.glob) if method == "fedbuff"
-                else fl.ca2fl_init(self.glob, self.K))
 
   def arrive(self, s: int, k: int, start, end) -> None:
     """Client k (slot s) uploads; its update enters the buffer / the caches."""
+    acc = self.state.acc
     if self.method == "ca2fl":
-      self.acc = _CA2FL_ARRIVE(self.acc, np.int32(k), start, end)
+      acc = _CA2FL_ARRIVE(acc, np.int32(k), start, end)
     elif self.rule == "ref":
-      self.acc = _FEDBUFF_REF_ADD(self.acc, end, self.C)
+      acc = _FEDBUFF_REF_ADD(acc, end, self.C)
     else:
       tau = np.float32(self.global_iters - self.dispatch_version[s])
-      self.acc = _FEDBUFF_PAPER_ADD(self.acc, start, end, tau, self.staleness)
+      acc = _FEDBUFF_PAPER_ADD(acc, start, end, tau, self.staleness)
+    self.state = self.state.replace(acc=acc)
 
   def flush(self) -> None:
+    glob, acc = self.state.glob, self.state.acc
     if self.method == "fedbuff":
-      self.glob = (self.acc if self.rule == "ref" else
-                   _FEDBUFF_PAPER_FLUSH(self.glob, self.acc, self.C, np.float32(self.server_lr)))
-      self.acc = fl.zeros_like(self.glob)
+      glob = (acc if self.rule == "ref" else
+              _FEDBUFF_PAPER_FLUSH(glob, acc, self.C, np.float32(self.server_lr)))
+      acc = fl.zeros_like(glob)
     elif self.rule == "ref":
-      self.glob, self.acc = _CA2FL_REF_FLUSH(self.glob, self.acc, self.data_weights)
+      glob, acc = _CA2FL_REF_FLUSH(glob, acc, self.data_weights)
     else:
-      self.glob, self.acc = _CA2FL_PAPER_FLUSH(self.glob, self.acc, np.float32(self.server_lr))
+      glob, acc = _CA2FL_PAPER_FLUSH(glob, acc, np.float32(self.server_lr))
+    self.state = self.state.replace(glob=glob, acc=acc)
 
   def run_iteration(self) -> dict:
     while True:
       s, k = self.clock.next_arrival()
       self.t_now = self.clock.t_now
-      start = self.glob if self.live[s] else self.slots[s]
+      start = self.state.glob if self.live[s] else self.state.slots[s]
       self.arrive(s, k, start, self.local_training(k, start))
       self.count += 1
       flushed = self.count == self.C
@@ -235,21 +266,22 @@ class AsyncFLRunner(_FLBase):
         self.count = 0
         self.global_iters += 1
       self.clock.replace(s)
-      self.slots[s] = self.glob
+      slots = list(self.state.slots)
+      slots[s] = self.state.glob
+      self.state = self.state.replace(slots=slots)
       self.live[s] = self.alias
       self.dispatch_version[s] = self.global_iters
       if flushed:
         return self._row()
 
   def state_dict(self) -> dict:
-    return dict(device=dict(glob=self.glob, opt=self.opt, slots=list(self.slots), acc=self.acc),
+    return dict(device=self.state,
                 host=dict(self._host(), clock=self.clock.state_dict(), live=self.live.copy(),
                           dispatch_version=self.dispatch_version.copy(), count=self.count))
 
   def load_state_dict(self, d: dict) -> None:
-    dev, host = d["device"], d["host"]
-    self.glob, self.opt, self.slots, self.acc = dev["glob"], dev["opt"], list(dev["slots"]), \
-        dev["acc"]
+    self.state = d["device"].replace(slots=list(d["device"].slots))
+    host = d["host"]
     self._load_host(host)
     self.clock.load_state_dict(host["clock"])
     self.live = np.array(host["live"], bool)

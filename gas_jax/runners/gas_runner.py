@@ -4,6 +4,7 @@ Per global iteration: the scheduler lists the events up to the next aggregation;
 is one jitted call (minibatch gathered on the device by index); after every C-th step the server
 update runs (statistics merge, generation, server SGD step).
 """
+import dataclasses
 import functools
 
 import jax
@@ -13,8 +14,10 @@ from gas_jax import dissimilarity, engine, weighting
 from gas_jax import stats as stats_lib
 from gas_jax.algorithms import gas
 from gas_jax.data import augment as augment_lib
+from gas_jax.context import RunContext
+from gas_jax.evaluation import finite_check
 from gas_jax.registry import ALGORITHMS
-from gas_jax.runners import RunContext, finite_check
+from gas_jax.runners.calls import GasCalls
 from gas_jax.system import scheduler as scheduler_lib
 
 
@@ -26,55 +29,82 @@ def take_server(server_state, out):
   return server_state
 
 
-def cohort_size(config) -> int:
-  """execution.cohort_size: -1 = fastest for the backend (1 on CPU, where vmapped convolutions
-  are slower than a loop; unbounded elsewhere), 1 = event by event, 0 = unbounded, N = <= N."""
-  n = config.execution.cohort_size
-  if n < 0:
-    return 1 if jax.default_backend() == "cpu" else 0
-  return n
-
-
-def device_mesh(config):
-  """A 1-D mesh over the local devices (axis "clients") when there is more than one."""
-  n = config.execution.devices or jax.device_count()
+def device_mesh(n: int):
+  """A 1-D mesh over the first n local devices (axis "clients"), or None for one device."""
   if n <= 1:
     return None
   return jax.make_mesh((n,), ("clients",), devices=jax.devices()[:n],
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def build_algorithm(ctx: RunContext, generate: bool) -> gas.Algorithm:
+  """GAS built for the context's model, config and execution plan."""
+  hp = gas.hparams_from_config(ctx.config, ctx.dataset.num_classes, generate, ctx.plan)
+  return gas.build(ctx.model, hp)
+
+
+@dataclasses.dataclass
+class SeedSetup:
+  """Where one seed's GAS run starts (shared by `GasRunner` and the runs axis)."""
+  scheduler: scheduler_lib.GasScheduler
+  state: gas.GasState        # initial device state: algo.init(fold_in(key(seed), 0))
+  step_key: jax.Array        # fold_in(key(seed), 1): client steps and augmentation
+  server_key: jax.Array      # fold_in(key(seed), 2): server updates (generation)
+  agg_w: np.ndarray          # aggregation weight per client: 1 (REF) or |D_k| (eq. 10)
+
+
+def seed_setup(ctx: RunContext, algo: gas.Algorithm, init=None) -> SeedSetup:
+  """The scheduler, initial state, keys and aggregation weights of `ctx`'s seed (`init`: the
+  state initialiser, default `algo.init`)."""
+  cfg = ctx.config
+  key = jax.random.key(cfg.seed)
+  return SeedSetup(
+      scheduler=scheduler_lib.GasScheduler(
+          ctx.time_model, cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters,
+          cfg.seed),
+      state=(init or algo.init)(jax.random.fold_in(key, 0)),
+      step_key=augment_lib.run_key(cfg.seed), server_key=jax.random.fold_in(key, 2),
+      agg_w=(np.ones(ctx.clients.num_clients) if cfg.clients.aggregation == "uniform"
+             else ctx.clients.sizes.astype(np.float64)))
+
+
 class GasRunner:
-  """Host loop of GAS; `generate=False` gives "GAS without generation"."""
+  """Host loop of GAS; `generate=False` gives "GAS without generation".
+
+  Public, beside `run_iteration`, `eval_params`, `state_dict` and the precompile methods (for
+  benchmarks and tests; everything else is internal):
+    calls: `GasCalls(client, cohort, server, compress)`, the jitted functions every step goes
+      through (`gas_jax.runners.calls`); replace the record to instrument them, e.g.
+      `runner.calls = runner.calls.wrap(Timed)`.
+    state: the device state, `gas.GasState(client, server, buffer)`; the calls donate it, so a
+      caller that runs them itself threads the results back into `state`.
+    algo: the built algorithm (`algo.hparams`, `algo.generate`, ...); mesh: the device mesh of
+      the cohort axis, or None; cohort_size: `ctx.plan.cohort_size` (1: event by event).
+    step_key, server_key: the keys the client/cohort and server calls take.
+    client_steps: client steps run so far; ctx: the `RunContext` (`ctx.data`: the train set).
+  """
 
   def __init__(self, ctx: RunContext, generate: bool):
     cfg = ctx.config
     self.ctx, self.cfg = ctx, cfg
-    hp = gas.hparams_from_config(cfg, ctx.dataset.num_classes, generate)
-    self.algo = gas.build(ctx.model, hp)
-    self.scheduler = scheduler_lib.GasScheduler(
-        ctx.time_model, cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters,
-        cfg.seed)
-    key = jax.random.key(cfg.seed)
-    self.state = self.algo.init(jax.random.fold_in(key, 0))
-    self.step_key = augment_lib.run_key(cfg.seed)   # fold_in(key, 1): steps and augmentation
-    self.server_key = jax.random.fold_in(key, 2)
-    self.cohort_size = cohort_size(cfg)
+    self.algo = build_algorithm(ctx, generate)
+    setup = seed_setup(ctx, self.algo)
+    self.scheduler, self.state, self.agg_w = setup.scheduler, setup.state, setup.agg_w
+    self.step_key, self.server_key = setup.step_key, setup.server_key
+    self.cohort_size = ctx.plan.cohort_size
     # The mesh shards the cohort axis; event-by-event steps would only be replicated on it.
-    self.mesh = device_mesh(cfg) if self.cohort_size != 1 else None
+    self.mesh = device_mesh(ctx.plan.devices) if self.cohort_size != 1 else None
     if self.mesh is not None:
       replicated = jax.sharding.NamedSharding(self.mesh, jax.sharding.PartitionSpec())
       self.state = jax.device_put(self.state, replicated)
       ctx.data = jax.device_put(ctx.data, replicated)
     aug = augment_lib.from_config(cfg)
-    self.client_run = engine.make_client_runner(self.algo, augment=aug)
-    self.cohort_run = engine.make_cohort_runner(self.algo, self.mesh, augment=aug)
-    self.server_run = engine.make_server_runner(self.algo)
-    self.compress_run = engine.make_compress_runner(self.algo)
+    self.calls = GasCalls(client=engine.make_client_runner(self.algo, augment=aug),
+                          cohort=engine.make_cohort_runner(self.algo, self.mesh, augment=aug),
+                          server=engine.make_server_runner(self.algo),
+                          compress=engine.make_compress_runner(self.algo))
     if self.cohort_size != 1:
       self.precompile()
-    self.agg_w = (np.ones(ctx.clients.num_clients) if cfg.clients.aggregation == "uniform"
-                  else ctx.clients.sizes.astype(np.float64))
     self.client_steps = 0
     if cfg.grad_dissimilarity.enabled:
       self._dissimilarity = jax.jit(
@@ -92,11 +122,11 @@ class GasRunner:
     sizes = sorted({engine.bucket(n, n_dev) for n in range(1, limit + 1)})
     cs, buf = self.state.client, self.state.buffer
     for size in sizes:
-      cs, buf, _ = self.cohort_run(cs, buf, self.state.server.server, self.ctx.data,
-                                   engine.padding_events(self.cfg.clients.batch_size, size),
-                                   self.step_key)
+      cs, buf, _ = self.calls.cohort(cs, buf, self.state.server.server, self.ctx.data,
+                                     engine.padding_events(self.cfg.clients.batch_size, size),
+                                     self.step_key)
     self.state = self.state.replace(client=cs, buffer=buf)
-    self.precompile_server(engine.server_sizes_to_precompile(self.algo.hparams))
+    self.precompile_server(gas.server_sizes_to_precompile(self.algo.hparams))
 
   def precompile_server(self, sizes=None) -> None:
     """Compiles the compression and the server update for the packed sizes of generated rows
@@ -105,10 +135,10 @@ class GasRunner:
     each size the first time it occurs."""
     if not self.algo.hparams.generate:
       return
-    engine.precompile_compress(self.algo, self.compress_run, self.state.server)
+    gas.precompile_compress(self.algo, self.calls.compress, self.state.server)
     for rows in gas.generated_row_sizes(self.algo.hparams) if sizes is None else sizes:
-      self.server_run.lower(self.state.server, self.state.buffer, np.int32(0), self.server_key,
-                            gen_rows=rows, room_made=True).compile()
+      self.calls.server.lower(self.state.server, self.state.buffer, np.int32(0),
+                              self.server_key, gen_rows=rows, room_made=True).compile()
 
   def run_iteration(self) -> dict:
     sched, clients = self.scheduler, self.ctx.clients
@@ -127,19 +157,20 @@ class GasRunner:
         self.client_steps += 1
       if self.cohort_size == 1:          # event by event
         for a in arrays:
-          cs, buf, out = self.client_run(cs, buf, ss.server, self.ctx.data, a, self.step_key)
+          cs, buf, out = self.calls.client(cs, buf, ss.server, self.ctx.data, a,
+                                           self.step_key)
           ss = take_server(ss, out)
           client_out.append((None, out))
       else:
         n_dev = 1 if self.mesh is None else self.mesh.size
         stacked = engine.stack_events(arrays, engine.bucket(len(arrays), n_dev))
-        cs, buf, out = self.cohort_run(cs, buf, ss.server, self.ctx.data, stacked,
-                                       self.step_key)
+        cs, buf, out = self.calls.cohort(cs, buf, ss.server, self.ctx.data, stacked,
+                                         self.step_key)
         ss = take_server(ss, out)
         client_out.append((len(arrays), out))
       if group[-1].server_update:
-        ss, sm = engine.run_server_update(self.algo, self.server_run, self.compress_run, ss,
-                                          buf, np.int32(iteration), self.server_key)
+        ss, sm = gas.run_server_update(self.algo, self.calls.server, self.calls.compress,
+                                       ss, buf, np.int32(iteration), self.server_key)
         server_out.append(sm)
     self.state = gas.GasState(client=cs, server=ss, buffer=buf)
     client_out, server_out = jax.device_get((client_out, server_out))
@@ -156,7 +187,7 @@ class GasRunner:
                  client_gradient=per_event("grad_finite"),
                  server_loss=server_loss,
                  server_gradient=[o["grad_finite"] for o in server_out] or [True])
-    engine.check_gen_rows(server_out)
+    gas.check_gen_rows(server_out)
     generated = [float(o["generated"]) for o in server_out]
     extra = {}
     if self.cfg.grad_dissimilarity.enabled:

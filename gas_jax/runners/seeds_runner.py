@@ -1,17 +1,52 @@
-"""The runs axis' host loop: one GAS event (or cohort) per seed per tick (`gas_jax.multiseed`)."""
+"""The runs axis: several seeds of one GAS experiment in one program (`config.seeds`).
+
+    python -m gas_jax.main --config=configs/digits.py --config.seeds=0,1,2 --workdir=runs/s
+
+Each seed is the run `--config.seed=s` would make - its own partition, client speeds, schedule,
+minibatches, initialisation and sampling keys - and writes the same files to `WORKDIR/seed<s>/`;
+`WORKDIR/summary.json` adds the mean and standard deviation over the seeds.
+
+Why this works: in GAS every client step adds one minibatch to the activation buffer and the
+server updates after every C-th step (spec §1.5), whatever the schedule. So tick j of the
+program runs the j-th client event of every seed (vmapped over seeds: each seed's own client,
+slot, minibatch and key) and, when j is a multiple of C, the server updates of all seeds in
+one vmapped call (`seeds_steps`; the statistics' occasional compressions run from
+the host, one seed's label at a time). With cohorts (`execution.cohort_size` != 1, the
+accelerator default) a tick runs one segment of every seed instead: its cohorts up to its next
+server update or aggregation, the j-th cohorts of all seeds in one call (padded to a common
+length), so that the seeds' server updates again fall together. The seeds only differ in when
+they aggregate (the host knows from each seed's scheduler): a seed's global iteration ends at
+its own tick, where its models are evaluated and its row written; a seed that has finished its
+T iterations rides along masked. On accelerators vmapped seeds cost less than separate runs
+but more than one (figures: docs/benchmarks.md); on the CPU vmapped convolutions are slower
+than separate calls, so there the seeds run in a host loop (`ExecutionPlan.vmap_seeds`).
+
+`execution.vmap_seeds` picks vmapped (the default on accelerators) or a host loop over the
+seeds' own states (the CPU default). The whole multi-seed state is checkpointed in
+WORKDIR/checkpoints whenever a seed completes a multiple of `checkpoint_every` iterations (and
+on SIGTERM/SIGINT); a restarted run resumes from it with the same numbers, also with a larger
+`num_global_iters`. At the end the final state of each seed is checkpointed in its own folder
+in the single-run layout, so `--config.seed=s --workdir=WORKDIR/seed<s>` continues one seed.
+
+Not (yet) supported with `seeds`: gradient dissimilarity and the FL/SFL baselines (run those
+per seed, e.g. with launch/compare.py).
+"""
 import dataclasses
-from typing import List
+from typing import Dict, List
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from gas_jax import engine, weighting
+from gas_jax import stats as stats_lib
 from gas_jax.algorithms import gas
 from gas_jax.data import augment as augment_lib
-from gas_jax.runners import RunContext
+from gas_jax.context import RunContext
+from gas_jax.evaluation import finite_check
 from gas_jax.runners import gas_runner, seeds_steps
-from gas_jax.sqrt_stats import SqrtStats
+from gas_jax.runners.calls import GasCalls
+from gas_jax.stats import SqrtStats
 from gas_jax.system import scheduler as scheduler_lib
 
 tree_map = jax.tree_util.tree_map
@@ -35,35 +70,29 @@ def _masked(fn):
   return run
 
 
-def vmap_seeds(config) -> bool:
-  """execution.vmap_seeds: -1 = vmapped except on the CPU (where vmapped convolutions are
-  slower than separate calls), 1 = vmapped, 0 = a host loop over per-seed jitted steps."""
-  n = config.execution.vmap_seeds
-  return jax.default_backend() != "cpu" if n < 0 else bool(n)
-
-
 class SeedsGasRunner:
   """GAS over S seeds at once. `contexts[s]` is the RunContext of seed s (same shapes).
 
   Vmapped (the client steps of all seeds in one call, and the server updates of all seeds in
   one call: every state has a leading seed axis) or, with `vmapped=False`, a host loop over
   the seeds' own states through the single-run jitted steps. Both give each seed the numbers
-  of its separate run."""
+  of its separate run.
+
+  `calls` is the public `GasCalls` record of the jitted functions it goes through (vmapped
+  over seeds, or the single-run ones in the host loop, where `cohort` is None;
+  `gas_jax.runners.calls`): replace it to instrument them (`runner.calls.wrap(Timed)`)."""
 
   def __init__(self, contexts: List[RunContext], generate: bool, vmapped: bool):
     cfg = contexts[0].config
     self.contexts, self.cfg, self.S, self.vmapped = contexts, cfg, len(contexts), vmapped
-    model = contexts[0].model
-    hp = gas.hparams_from_config(cfg, contexts[0].dataset.num_classes, generate)
-    self.algo = gas.build(model, hp)
-    self.schedulers = [scheduler_lib.GasScheduler(
-        ctx.time_model, cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters,
-        ctx.config.seed) for ctx in contexts]
-    keys = [jax.random.key(ctx.config.seed) for ctx in contexts]
+    self.algo = gas_runner.build_algorithm(contexts[0], generate)
     init = jax.jit(self.algo.init)
-    states = [init(jax.random.fold_in(k, 0)) for k in keys]
-    self.step_keys = [augment_lib.run_key(ctx.config.seed) for ctx in contexts]
-    self.server_keys = [jax.random.fold_in(k, 2) for k in keys]
+    setups = [gas_runner.seed_setup(ctx, self.algo, init) for ctx in contexts]
+    self.schedulers = [x.scheduler for x in setups]
+    states = [x.state for x in setups]
+    self.step_keys = [x.step_key for x in setups]
+    self.server_keys = [x.server_key for x in setups]
+    self.agg_w = [x.agg_w for x in setups]
     aug = augment_lib.from_config(cfg)
     if vmapped:
       # Client steps and server updates are vmapped over seeds. The statistics' compressions
@@ -77,27 +106,29 @@ class SeedsGasRunner:
                        log_prior=jnp.stack([ctx.data["log_prior"] for ctx in contexts]))
       data_axes = dict(x=None, y=None, log_prior=0)
       client = _masked(engine.client_event(self.algo, aug))
-      self.client_run = jax.jit(jax.vmap(client, in_axes=(0, 0, 0, data_axes, 0, 0, 0)),
-                                donate_argnums=(0, 1))
       # Cohorts x seeds: each round runs one cohort of every seed (its next independent events,
       # padded to a common bucketed length); cohort_step already ignores padding events.
-      self.cohort_size = gas_runner.cohort_size(cfg)
-      self.cohort_run = jax.jit(jax.vmap(engine.cohort_event(self.algo, augment=aug),
-                                         in_axes=(0, 0, 0, data_axes, 0, 0)),
-                                donate_argnums=(0, 1))
-      self.server_run = seeds_steps.make_server_runner(self.algo)
-      self.compress_run = seeds_steps.make_compress_runner(self.algo)
+      self.cohort_size = contexts[0].plan.cohort_size
+      self.calls = GasCalls(
+          client=jax.jit(jax.vmap(client, in_axes=(0, 0, 0, data_axes, 0, 0, 0)),
+                         donate_argnums=(0, 1)),
+          cohort=jax.jit(jax.vmap(engine.cohort_event(self.algo, augment=aug),
+                                  in_axes=(0, 0, 0, data_axes, 0, 0)),
+                         donate_argnums=(0, 1)),
+          server=seeds_steps.make_server_runner(self.algo),
+          compress=seeds_steps.make_compress_runner(self.algo))
     else:
       self.cohort_size = 1
       self.states = states
-      self.client_run = engine.make_client_runner(self.algo, augment=aug)
-      self.server_run = engine.make_server_runner(self.algo)
-      self.compress_run = engine.make_compress_runner(self.algo)
-    self.agg_w = [np.ones(cfg.clients.num) if cfg.clients.aggregation == "uniform"
-                  else ctx.clients.sizes.astype(np.float64) for ctx in contexts]
+      self.calls = GasCalls(client=engine.make_client_runner(self.algo, augment=aug),
+                            cohort=None, server=engine.make_server_runner(self.algo),
+                            compress=engine.make_compress_runner(self.algo))
     self.client_steps = np.zeros(self.S, np.int64)
     self.server_updates = np.zeros(self.S, np.int64)
     self.lookahead = [None] * self.S     # cohorts: an event pulled that starts the next cohort
+    # Per seed, the client (loss, finite) and server (loss, finite, generated, fallbacks)
+    # outputs of its current global iteration (fetched, not yet in a row).
+    self.client_hist, self.server_hist = [[] for _ in range(self.S)], [[] for _ in range(self.S)]
     if self.cohort_size != 1:
       self.precompile()
 
@@ -119,18 +150,18 @@ class SeedsGasRunner:
       item = self.lookahead[s] or self._pull(s)
       self.lookahead[s] = None
       ev = item[0]
-      if ev.slot in slots or (self.cohort_size and len(group) == self.cohort_size):
+      if engine.opens_cohort(ev, slots, len(group), self.cohort_size):
         self.lookahead[s] = item
         return group
       group.append(item)
       slots.add(ev.slot)
-      if ev.server_update or ev.aggregate:
+      if engine.closes_cohort(ev):
         return group
 
   def _next_segment(self, s: int) -> list:
     """Seed s's cohorts up to its next server update or aggregation (a list of cohorts)."""
     groups = [self._next_cohort(s)]
-    while not (groups[-1][-1][0].server_update or groups[-1][-1][0].aggregate):
+    while not engine.closes_cohort(groups[-1][-1][0]):
       groups.append(self._next_cohort(s))
     return groups
 
@@ -144,16 +175,16 @@ class SeedsGasRunner:
     for size in sorted({engine.bucket(n) for n in range(1, limit + 1)}):
       pad = engine.padding_events(self.cfg.clients.batch_size, size)
       stacked = {k: np.stack([v] * self.S) for k, v in pad.items()}
-      cs, buf, _ = self.cohort_run(cs, buf, self.servers.server, self.data, stacked,
-                                   self.step_keys)
+      cs, buf, _ = self.calls.cohort(cs, buf, self.servers.server, self.data, stacked,
+                                     self.step_keys)
     self.state = (cs, buf)
     if getattr(self.algo.hparams, "generate", False) and isinstance(self.servers.stats,
                                                                      SqrtStats):
-      self.compress_run.lower(self.servers, np.int32(0), np.int32(0)).compile()
+      self.calls.compress.lower(self.servers, np.int32(0), np.int32(0)).compile()
     its, due = np.zeros(self.S, np.int32), np.zeros(self.S, bool)
-    for rows in engine.server_sizes_to_precompile(self.algo.hparams):
-      self.server_run.lower(self.servers, buf, its, self.server_keys, due, gen_rows=rows,
-                            room_made=True).compile()
+    for rows in gas.server_sizes_to_precompile(self.algo.hparams):
+      self.calls.server.lower(self.servers, buf, its, self.server_keys, due, gen_rows=rows,
+                              room_made=True).compile()
 
   def _server_updates(self, last_events, buf):
     """The server updates of the seeds whose last event triggers one, in one vmapped call
@@ -171,14 +202,14 @@ class SeedsGasRunner:
                            st.used if sqrt else None))
     rows = []
     for s in np.flatnonzero(due):
-      r, full = engine.plan_from_host(hp, *[None if a is None else a[s] for a in host],
-                                      st.rows.shape[-2] if sqrt else 0)
+      r, full = gas.plan_from_host(hp, *[None if a is None else a[s] for a in host],
+                                   st.rows.shape[-2] if sqrt else 0)
       rows.append(r)
       for y in full:
-        self.servers = self.compress_run(self.servers, np.int32(s), np.int32(y))
+        self.servers = self.calls.compress(self.servers, np.int32(s), np.int32(y))
     gen_rows = None if rows[0] is None else max(rows)   # seeds pack to the largest size
-    self.servers, out = self.server_run(self.servers, buf, its, self.server_keys, due,
-                                        gen_rows=gen_rows, room_made=True)
+    self.servers, out = self.calls.server(self.servers, buf, its, self.server_keys, due,
+                                          gen_rows=gen_rows, room_made=True)
     return out, due
 
   def tick(self, active: np.ndarray):
@@ -201,8 +232,8 @@ class SeedsGasRunner:
         per_seed = [engine.stack_events([a for _, a in g], length) if g else pad
                     for g in groups]
         stacked = {k: np.stack([p[k] for p in per_seed]) for k in pad}
-        cs, buf, c_out = self.cohort_run(cs, buf, self.servers.server, self.data, stacked,
-                                         self.step_keys)
+        cs, buf, c_out = self.calls.cohort(cs, buf, self.servers.server, self.data, stacked,
+                                           self.step_keys)
         self.servers = gas_runner.take_server(self.servers, c_out)   # padding keeps phi
         c_outs.append((c_out, [len(g) for g in groups]))
       self.state = (cs, buf)
@@ -218,14 +249,15 @@ class SeedsGasRunner:
           continue
         ev, arrays = p
         st, ctx = self.states[s], self.contexts[s]
-        cs, buf, c_out = self.client_run(st.client, st.buffer, st.server.server, ctx.data,
-                                         arrays, self.step_keys[s])
+        cs, buf, c_out = self.calls.client(st.client, st.buffer, st.server.server, ctx.data,
+                                           arrays, self.step_keys[s])
         ss, s_out = gas_runner.take_server(st.server, c_out), None
         if ev.server_update:
           self.server_updates[s] += 1
           it = np.int32(self.schedulers[s].global_iters - int(ev.aggregate))
-          ss, s_out = engine.run_server_update(self.algo, self.server_run, self.compress_run,
-                                               ss, buf, it, self.server_keys[s])
+          ss, s_out = gas.run_server_update(self.algo, self.calls.server,
+                                            self.calls.compress, ss, buf, it,
+                                            self.server_keys[s])
         self.states[s] = gas.GasState(client=cs, server=ss, buffer=buf)
         outs.append((c_out, s_out))
       return events, outs
@@ -234,8 +266,8 @@ class SeedsGasRunner:
     stacked = {k: np.stack([a[k] for a in arrays]) for k in template}
     cs, buf = self.state
     active = np.asarray(active, bool)
-    cs, buf, c_out = self.client_run(cs, buf, self.servers.server, self.data, stacked,
-                                     self.step_keys, active)
+    cs, buf, c_out = self.calls.client(cs, buf, self.servers.server, self.data, stacked,
+                                       self.step_keys, active)
     if "server" in c_out:   # inactive seeds keep their phi
       c_out["server"] = tree_map(
           lambda n, o: jnp.where(active.reshape((-1,) + (1,) * (n.ndim - 1)), n, o),
@@ -311,3 +343,68 @@ class SeedsGasRunner:
     return dict(device=self.seed_state(s), scheduler=self.schedulers[s].state_dict(),
                 clients=self.contexts[s].clients.state_dict(),
                 client_steps=int(self.client_steps[s]))
+
+  # The run loop's interface (`gas_jax.loop`, lanes = seeds).
+  def run_iteration(self) -> Dict[int, dict]:
+    """Ticks until at least one seed finishes a global iteration (seeds that have done
+    num_global_iters ride along masked); returns {seed index: its row fields}, as
+    `GasRunner.run_iteration` gives them for one seed."""
+    T = self.cfg.num_global_iters
+    active = np.array([sch.global_iters < T for sch in self.schedulers])
+    pending = []
+    while True:
+      events, out = self.tick(active)
+      pending.append((events, out))
+      done_now = [s for s, evs in enumerate(events) if evs and evs[-1].aggregate]
+      if done_now:
+        break
+    self._collect(pending)
+    return {s: self._row_fields(s, events[s][-1]) for s in done_now}
+
+  def _collect(self, pending) -> None:
+    """Fetches the queued tick outputs into the per-seed histories."""
+    fetched = jax.device_get([o for _, o in pending])
+    for (evs, _), out in zip(pending, fetched):
+      for s, seed_events in enumerate(evs):
+        if not seed_events:
+          continue
+        c_out, s_out = self.seed_outputs(out, s, len(seed_events))
+        self.client_hist[s].extend((float(l), bool(f)) for l, f in
+                                   zip(c_out["client_loss"], c_out["grad_finite"]))
+        if s_out is not None:
+          gas.check_gen_rows([s_out])
+          self.server_hist[s].append((float(s_out["server_loss"]), bool(s_out["grad_finite"]),
+                                      float(s_out["generated"]),
+                                      int(s_out.get("stats_fallbacks", 0))))
+
+  def _row_fields(self, s: int, ev) -> dict:
+    """Seed s finished a global iteration at event ev: its row fields (divergence checked)."""
+    it = self.schedulers[s].global_iters
+    c_loss, c_fin = zip(*self.client_hist[s])
+    hist = [tuple(h) for h in self.server_hist[s]]
+    s_loss, s_fin, gen, fallbacks = zip(*hist) if hist else ((), (True,), (), ())
+    finite_check(it, client_loss=c_loss, client_gradient=c_fin,
+                 server_loss=np.asarray(s_loss, float), server_gradient=s_fin)
+    self.client_hist[s], self.server_hist[s] = [], []
+    return dict(server_updates=int(self.server_updates[s]),
+                client_steps=int(self.client_steps[s]), simulated_time_s=ev.iteration_time,
+                client_loss=float(np.mean(c_loss)),
+                server_loss=float(np.mean(s_loss)) if s_loss else None,
+                generated_per_update=float(np.mean(gen)) if gen else 0.0,
+                stats_fallbacks=stats_lib.report_fallbacks(
+                    it, [dict(stats_fallbacks=f) for f in fallbacks]))
+
+  def state_dict(self) -> dict:
+    """Every seed's state: `device` (`device_state`) and the host state."""
+    return dict(self.host_state(), device=self.device_state(), client_hist=self.client_hist,
+                server_hist=self.server_hist)
+
+  def load_state_dict(self, d: dict) -> None:
+    self.load_device_state(d["device"])
+    self.load_host_state(d)
+    self.client_hist = [list(h) for h in d["client_hist"]]
+    self.server_hist = [list(h) for h in d["server_hist"]]
+
+  def lane_state_dict(self, s: int) -> dict:
+    """Seed s alone, in the single run's layout (`seed_state_dict`)."""
+    return self.seed_state_dict(s)

@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 from gas_jax import engine
-from gas_jax.sqrt_stats import SqrtStats
+from gas_jax.stats import SqrtStats
 
 tree_map = jax.tree_util.tree_map
 

@@ -19,17 +19,20 @@ Clocks (spec §1.9 constants via `TimeModel`):
   `s2fl.candidates="model"` uses the model's own split as the only candidate instead.
 """
 import functools
-from typing import Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from gas_jax.algorithms import fl, sfl
 from gas_jax.data import augment as augment_lib
+from gas_jax.context import RunContext
+from gas_jax.evaluation import finite_check
 from gas_jax.registry import ALGORITHMS
-from gas_jax.runners import RunContext, finite_check
 from gas_jax.runners import fl_runner
+from gas_jax.runners.calls import SFLCalls
 from gas_jax.runners.fl_runner import selection_rng
 
 S2FL_REF_CANDIDATES = ((884_736, 262_144), (5_603_328, 131_072))   # (FLOPs/image, bits/image)
@@ -92,18 +95,32 @@ def compiled_steps(model, hp: fl.FLHParams, augmenter=None):
   return algo, jax.jit(client), jax.jit(server), jax.jit(algo.init_opt)
 
 
+@struct.dataclass
+class SflState:
+  """MiniBatch-SFL's / S2FL's device state: client model theta, server model phi, and their
+  optimiser states (the client's shared momentum buffer)."""
+  theta: Any
+  phi: Any
+  copt: Any
+  sopt: Any
+
+
 class SyncSflRunner:
-  """MiniBatch-SFL (one group of all C clients) and S2FL (label-balanced groups)."""
+  """MiniBatch-SFL (one group of all C clients) and S2FL (label-balanced groups).
+
+  `calls` is the public `SFLCalls(client, server, init_opt)` record of the jitted steps
+  (`gas_jax.runners.calls`): replace it to instrument them."""
 
   def __init__(self, ctx: RunContext, grouped: bool):
     cfg = ctx.config
     self.ctx, self.cfg, self.grouped = ctx, cfg, grouped
     self.K, self.C, self.E = cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters
-    self.algo, self._client, self._server, self._init_opt = compiled_steps(
+    self.algo, client, server, init_opt = compiled_steps(
         ctx.model, fl.hparams_from_config(cfg), augment_lib.from_config(cfg))
+    self.calls = SFLCalls(client=client, server=server, init_opt=init_opt)
     self.aug_key = augment_lib.run_key(cfg.seed)
-    self.theta, self.phi, self.copt, self.sopt = self.algo.init(
-        jax.random.fold_in(jax.random.key(cfg.seed), 0))
+    theta, phi, copt, sopt = self.algo.init(jax.random.fold_in(jax.random.key(cfg.seed), 0))
+    self.state = SflState(theta=theta, phi=phi, copt=copt, sopt=sopt)
     self.key = jax.random.fold_in(jax.random.key(cfg.seed), fl_runner.STEP_STREAM)
     self.per_client = cfg.clients.momentum == "per_client"
     self.sizes = ctx.clients.sizes.astype(np.float64)
@@ -131,38 +148,42 @@ class SyncSflRunner:
       self.t_now = minibatch_sfl_round_end(tm, selected, self.E, self.t_now)
     groups = self.groups(selected)
     pos = {int(k): i for i, k in enumerate(selected)}
-    thetas = [self.theta] * self.C
-    copts = [self._init_opt(self.theta) for _ in range(self.C)] if self.per_client else None
+    st = self.state
+    thetas = [st.theta] * self.C
+    copts = ([self.calls.init_opt(st.theta) for _ in range(self.C)] if self.per_client
+             else None)
+    phi, copt, sopt = st.phi, st.copt, st.sopt
     it = np.int32(self.global_iters)
     c_out, s_out = [], []
     for _ in range(self.E):
-      phi_snap, new_phis = self.phi, []
+      phi_snap, new_phis = phi, []
       for group in groups:
         acts, idxs, masks = [], [], []
         for k in group:
           i = pos[k]
           idx, mask = clients.next_batch(k)
-          opt = copts[i] if self.per_client else self.copt
-          thetas[i], opt, out = self._client(thetas[i], opt, phi_snap, data, idx, mask, it,
-                                             self.key, self.aug_key,
-                                             np.int32(self.client_steps))
+          opt = copts[i] if self.per_client else copt
+          thetas[i], opt, out = self.calls.client(thetas[i], opt, phi_snap, data, idx, mask,
+                                                  it, self.key, self.aug_key,
+                                                  np.int32(self.client_steps))
           if self.per_client:
             copts[i] = opt
           else:
-            self.copt = opt
+            copt = opt
           acts.append(out.pop("act"))
           idxs.append(idx)
           masks.append(mask)
           c_out.append(out)
           self.client_steps += 1
-        phi_g, self.sopt, out = self._server(phi_snap, self.sopt, data, acts,
+        phi_g, sopt, out = self.calls.server(phi_snap, sopt, data, acts,
                                              np.concatenate(idxs), np.concatenate(masks), it,
                                              self.key, np.int32(self.client_steps))
         new_phis.append(phi_g)
         s_out.append(out)
-      self.phi = new_phis[0] if len(new_phis) == 1 else self._mean(new_phis)
+      phi = new_phis[0] if len(new_phis) == 1 else self._mean(new_phis)
       self.server_updates += 1
-    self.theta = self._aggregate(thetas, self.sizes[selected])
+    self.state = SflState(theta=self._aggregate(thetas, self.sizes[selected]), phi=phi,
+                          copt=copt, sopt=sopt)
     self.global_iters += 1
     c_out, s_out = jax.device_get((c_out, s_out))
     c_loss = np.array([o["loss"] for o in c_out])
@@ -176,10 +197,10 @@ class SyncSflRunner:
                 stats_fallbacks=0)
 
   def eval_params(self):
-    return self.theta, self.phi
+    return self.state.theta, self.state.phi
 
   def state_dict(self) -> dict:
-    return dict(device=dict(theta=self.theta, phi=self.phi, copt=self.copt, sopt=self.sopt),
+    return dict(device=self.state,
                 host=dict(rng=self.rng.bit_generator.state, t_now=self.t_now,
                           global_iters=self.global_iters, client_steps=self.client_steps,
                           server_updates=self.server_updates,
@@ -187,7 +208,7 @@ class SyncSflRunner:
 
   def load_state_dict(self, d: dict) -> None:
     dev, host = d["device"], d["host"]
-    self.theta, self.phi, self.copt, self.sopt = dev["theta"], dev["phi"], dev["copt"], dev["sopt"]
+    self.state = dev
     self.rng.bit_generator.state = host["rng"]
     self.t_now = float(host["t_now"])
     self.global_iters, self.client_steps = int(host["global_iters"]), int(host["client_steps"])

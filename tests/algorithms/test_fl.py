@@ -128,7 +128,7 @@ class _Recorder:
     self.runner, self.calls = runner, []
 
   def __call__(self, k, start):
-    self.calls.append((k, start, self.runner.glob))
+    self.calls.append((k, start, self.runner.state.glob))
     return tree_map(lambda p: p + 1.0, start)
 
 
@@ -147,7 +147,7 @@ def test_async_start_models(method, true_staleness):
   cfg = toys.config(method, num=4, participating=3, ca2fl__true_staleness=true_staleness)
   runner = ALGORITHMS.get(method)(toys.context(cfg))
   rec = _Recorder(runner)
-  g0 = runner.glob
+  g0 = runner.state.glob
   dispatched = {int(k): g0 for k in runner.clock.active}     # client -> global at dispatch
   initial = set(dispatched)
   replace = runner.clock.replace
@@ -155,7 +155,7 @@ def test_async_start_models(method, true_staleness):
 
   def spy_replace(slot):
     j = replace(slot)
-    dispatched[j] = runner.glob
+    dispatched[j] = runner.state.glob
     return j
 
   runner.clock.replace = spy_replace
@@ -166,9 +166,9 @@ def test_async_start_models(method, true_staleness):
     nonlocal moved_on
     first_initial = k in initial and k not in trained_initial
     trained_initial.add(k)
-    want = runner.glob if alias and not first_initial else dispatched[k]
+    want = runner.state.glob if alias and not first_initial else dispatched[k]
     checked.append(start is want)
-    moved_on += (not first_initial) and dispatched[k] is not runner.glob
+    moved_on += (not first_initial) and dispatched[k] is not runner.state.glob
     return rec(k, start)
 
   runner.local_training = check_then_train
@@ -196,7 +196,7 @@ def test_ref_rules_end_to_end_with_unit_updates(method):
   runner.local_training = rec
   p = ctx.clients.sizes / ctx.clients.sizes.sum()
   leaf = lambda tree: np.asarray(tree[1]["fc2"]["bias"], np.float64)  # noqa: E731
-  seen, base, total = set(), leaf(runner.glob), 0.0
+  seen, base, total = set(), leaf(runner.state.glob), 0.0
   for _ in range(3):
     n = len(rec.calls)
     runner.run_iteration()
@@ -208,7 +208,7 @@ def test_ref_rules_end_to_end_with_unit_updates(method):
       seen |= {k for k, _, _ in window}
       total += sum(p[k] for k in seen)
       want = base + total
-    np.testing.assert_allclose(leaf(runner.glob), want, atol=1e-5)
+    np.testing.assert_allclose(leaf(runner.state.glob), want, atol=1e-5)
 
 
 @pytest.mark.parametrize("field, value", [

@@ -6,8 +6,10 @@ import numpy as np
 import pytest
 
 import gas_jax.models  # noqa: F401
-from gas_jax import dissimilarity, engine
+from gas_jax import dissimilarity, engine, losses
+from gas_jax import stats as stats_lib
 from gas_jax.algorithms import gas
+from gas_jax.algorithms.gas import server as gas_server
 from gas_jax.models.registry import get_model
 
 C, B, M = 2, 4, 3
@@ -41,7 +43,7 @@ def test_shared_momentum_matches_pytorch_formula(model, clip):
   algo = _algo(model, lr=0.1, clip_norm=clip)
   state = algo.init(jax.random.key(0))
   cs = state.client
-  loss_fn = lambda th, b: gas.losses.logit_adjusted_ce(   # noqa: E731
+  loss_fn = lambda th, b: losses.logit_adjusted_ce(   # noqa: E731
       model.server_apply(b["server"], model.client_apply(th, b["x"])), b["y"], b["mask"],
       b["log_prior"])
   b0, b1 = _batch(state, 0, 1), _batch(state, 1, 2)
@@ -223,7 +225,7 @@ def test_gradient_dissimilarity(model):
   other = (jnp.asarray(rng.normal(size=(B,) + model.activation_shape), jnp.float32), ty[1],
            jnp.ones(B, bool))
   v = dissimilarity.gradient_dissimilarity(model, phi, theta, other, tx, ty)
-  grad = lambda a, y: jax.grad(lambda p: gas.losses.masked_mean_ce(   # noqa: E731
+  grad = lambda a, y: jax.grad(lambda p: losses.masked_mean_ce(   # noqa: E731
       model.server_apply(p, a), y, jnp.ones(B, bool)))(phi)
   g_b = jax.tree_util.tree_leaves(grad(other[0], other[1]))
   g0 = jax.tree_util.tree_leaves(grad(model.client_apply(theta, tx[0]), ty[0]))
@@ -272,7 +274,7 @@ def test_lowrank_server_update_generates_within_its_memory(model):
   algo = _algo(model, stats_covariance="lowrank", stats_rank=8)
   state = algo.init(jax.random.key(0))
   d = int(np.prod(model.activation_shape))
-  cap = gas.stats_lib.lowrank_capacity(8, d, C * B, M, 16)
+  cap = stats_lib.lowrank_capacity(8, d, C * B, M, 16)
   assert state.server.stats.rows.shape == (M, cap, d)
   ss, truncated = state.server, False
   for u in range(6):
@@ -308,10 +310,10 @@ def test_generated_rows_packs_to_buckets():
 
 
 def test_chunked_grads_stop_after_the_last_valid_chunk(model):
-  """`_chunked_ce_grads` visits only the chunks up to the last valid row: rows past it may hold
-  anything (here NaN) without changing the loss or the gradient, which equal the masked mean
-  CE and its gradient taken in one pass over the valid rows alone (within 1e-5); rows
-  past the last valid one inside a visited chunk are masked as before."""
+  """`server.chunked_ce_grads` visits only the chunks up to the last valid row: rows past it
+  may hold anything (here NaN) without changing the loss or the gradient, which equal the
+  masked mean CE and its gradient taken in one pass over the valid rows alone (within 1e-5);
+  rows past the last valid one inside a visited chunk are masked as before."""
   rng = np.random.default_rng(0)
   n, chunk, last = 23, 4, 9                       # valid rows: a prefix with a hole, up to 9
   x = rng.normal(size=(n,) + model.activation_shape).astype(np.float32)
@@ -320,12 +322,12 @@ def test_chunked_grads_stop_after_the_last_valid_chunk(model):
   valid = np.arange(n) <= last
   valid[3] = False
   _, phi = model.init(jax.random.key(0))
-  loss, grads = jax.jit(lambda p, x: gas._chunked_ce_grads(
+  loss, grads = jax.jit(lambda p, x: gas_server.chunked_ce_grads(
       model, p, x, jnp.asarray(y), jnp.asarray(valid), jax.random.key(1), chunk))(phi, x)
 
   def reference(p):
     logits = model.server_apply(p, jnp.asarray(x[valid]))
-    return gas.losses.masked_mean_ce(logits, jnp.asarray(y[valid]), jnp.ones(valid.sum(), bool))
+    return losses.masked_mean_ce(logits, jnp.asarray(y[valid]), jnp.ones(valid.sum(), bool))
 
   want_loss, want_grads = jax.value_and_grad(reference)(phi)
   assert np.isfinite(float(loss))
@@ -360,7 +362,7 @@ def test_packed_generated_rows_equal_masked_ones(model):
       s, dict(buffer=b, global_iter=0, gen_rows=1), k))(packed, buf, jax.random.key(9))
   assert bool(out["gen_overflow"])
   with pytest.raises(RuntimeError, match="gen_rows"):
-    engine.check_gen_rows([jax.device_get(out)])
+    gas.check_gen_rows([jax.device_get(out)])
 
 
 @pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
@@ -386,7 +388,7 @@ def test_chunked_server_update_equals_one_pass(model, chunk):
 @pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
 @pytest.mark.parametrize("covariance", ["full", "lowrank"])
 def test_compressions_from_the_host_equal_inline_ones(covariance):
-  """The runners' server update (`engine.run_server_update`: the labels whose factor is full
+  """The runners' server update (`gas.run_server_update`: the labels whose factor is full
   are compressed by a separate call, chosen on the host, then `server_step` with room_made)
   gives the same statistics and parameters as `server_step` compressing inside its merge,
   over updates that compress every label several times; a full label left uncompressed is
@@ -409,21 +411,21 @@ def test_compressions_from_the_host_equal_inline_ones(covariance):
         labels=jnp.asarray(rng.choice(M, size=(c, b), p=[0.4, 0.3, 0.3]), jnp.int32),
         row_mask=jnp.asarray(rng.random((c, b)) < 0.9),
         tags=jnp.asarray(rng.choice([0.0, 1.0, 2.0], size=c, p=[0.1, 0.6, 0.3]), jnp.float32))
-    rows, full = engine.plan_server_update(algo, h, buf)
+    rows, full = gas.plan_server_update(algo, h, buf)
     compressions += len(full)
     a, out_a = inline(a, buf, jax.random.key(u), rows)
-    h, out_h = engine.run_server_update(algo, server_run, compress_run, h, buf, np.int32(0),
-                                        jax.random.key(u))
+    h, out_h = gas.run_server_update(algo, server_run, compress_run, h, buf, np.int32(0),
+                                     jax.random.key(u))
     assert not bool(out_h["stats_overflow"]) and not bool(out_a["stats_overflow"])
     chex.assert_trees_all_close(h, a, rtol=1e-5, atol=1e-5)
   assert compressions >= 2 * M
   # Without its compression a full label has no room: flagged, and the runners raise.
-  while not engine.plan_server_update(algo, h, buf)[1]:
+  while not gas.plan_server_update(algo, h, buf)[1]:
     h, _ = server_run(h, buf, np.int32(0), jax.random.key(99), gen_rows=rows, room_made=True)
   _, out = server_run(h, buf, np.int32(0), jax.random.key(100), gen_rows=rows, room_made=True)
   assert bool(out["stats_overflow"])
   with pytest.raises(RuntimeError, match="factor full"):
-    engine.check_gen_rows([jax.device_get(out)])
+    gas.check_gen_rows([jax.device_get(out)])
 
 
 def test_server_chunks_only_for_row_wise_server_parts():

@@ -12,10 +12,12 @@ Compared after every global iteration: the global model (norm-wise relative erro
 local step's loss (rtol 1e-5) and minibatch; for CA2FL also every client's cached update h_k
 (absolute error <= 1e-5 of the global model's norm, as h_k is a small difference of models).
 """
+import dataclasses
+
 import jax
 import numpy as np
 
-from gas_jax import train
+from gas_jax import context
 from gas_jax.data.clients import ClientData
 from gas_jax.registry import ALGORITHMS
 from helpers.oracles import common, fl_oracle
@@ -30,25 +32,25 @@ def _config(algorithm, iters):
 
 
 def _run_engine(cfg):
-  ctx = train.build_context(cfg)
+  ctx = context.build_context(cfg)
   runner = ALGORITHMS.get(cfg.algorithm)(ctx)
-  params0 = common.copy(jax.device_get(runner.glob))
+  params0 = common.copy(jax.device_get(runner.state.glob))
   rec = dict(steps=[], iters=[])
-  step = runner._step
+  step = runner.calls.step
 
   def record_step(params, opt, data, idx, mask, *rest):   # rest: iteration, keys, step id
     out = step(params, opt, data, idx, mask, *rest)
     rec["steps"].append(dict(idx=np.asarray(idx)[np.asarray(mask)], loss=float(out[2]["loss"])))
     return out
 
-  runner._step = record_step
+  runner.calls = dataclasses.replace(runner.calls, step=record_step)
   for _ in range(cfg.num_global_iters):
     runner.run_iteration()
-    it = dict(glob=common.copy(jax.device_get(runner.glob)),
-              trace=common.copy(jax.device_get(common.momentum_trace(runner.opt))),
+    it = dict(glob=common.copy(jax.device_get(runner.state.glob)),
+              trace=common.copy(jax.device_get(common.momentum_trace(runner.state.opt))),
               t_now=runner.t_now)
     if cfg.algorithm == "ca2fl":
-      it["caches"] = common.copy(jax.device_get(runner.acc.caches))
+      it["caches"] = common.copy(jax.device_get(runner.state.acc.caches))
     rec["iters"].append(it)
   return ctx, params0, rec
 

@@ -20,12 +20,14 @@ covariances elementwise atol 2e-7 (entries up to ~0.1, observed error ~3e-8; REF
 jitter adds 1e-5 per merge); weights, tags, labels,
 events exact; clocks rtol 1e-12.
 """
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 
 from configs import digits
-from gas_jax import train
+from gas_jax import context
 from gas_jax.data.clients import ClientData
 from gas_jax.registry import ALGORITHMS
 from helpers.oracles import common, gas_oracle
@@ -66,7 +68,7 @@ def _dense_cov(stats):
 
 
 def _run_engine(cfg):
-  ctx = train.build_context(cfg)
+  ctx = context.build_context(cfg)
   runner = ALGORITHMS.get("gas")(ctx)
   assert runner.cohort_size == 1 and runner.algo.hparams.keep_last_batch
   init = common.copy(jax.device_get((runner.state.client.global_client,
@@ -80,14 +82,14 @@ def _run_engine(cfg):
     rec["events"].extend(evs)
     return evs
 
-  client_run = runner.client_run
+  client_run = runner.calls.client
 
   def record_client(cs, buf, phi, data, a, *rest):
     out = client_run(cs, buf, phi, data, a, *rest)
     rec["client"].append(dict(a, loss=float(out[2]["client_loss"])))
     return out
 
-  server_run = runner.server_run
+  server_run = runner.calls.server
 
   def record_server(ss, buf, *args, **kw):
     buffer = common.copy(jax.device_get(buf))
@@ -102,8 +104,7 @@ def _run_engine(cfg):
     return ss, metrics
 
   runner.scheduler.next_iteration = record_events
-  runner.client_run = record_client
-  runner.server_run = record_server
+  runner.calls = dataclasses.replace(runner.calls, client=record_client, server=record_server)
   runner.dissimilarity = lambda iteration: 0.0   # only its kept batch is needed, not its value
   for _ in range(T):
     runner.run_iteration()

@@ -10,10 +10,12 @@ after every server step, and after every global iteration theta_glob, phi, both 
 buffers (norm-wise relative error per tensor <= 1e-5; observed ~1e-7) and the simulated time
 (rtol 1e-12).
 """
+import dataclasses
+
 import jax
 import numpy as np
 
-from gas_jax import train
+from gas_jax import context
 from gas_jax.data.clients import ClientData
 from gas_jax.registry import ALGORITHMS
 from helpers.oracles import common, sfl_oracle
@@ -29,11 +31,11 @@ def _config():
 
 
 def _run_engine(cfg):
-  ctx = train.build_context(cfg)
+  ctx = context.build_context(cfg)
   runner = ALGORITHMS.get(cfg.algorithm)(ctx)
-  init = common.copy(jax.device_get((runner.theta, runner.phi)))
+  init = common.copy(jax.device_get((runner.state.theta, runner.state.phi)))
   rec = dict(client=[], server=[], iters=[])
-  client, server = runner._client, runner._server
+  client, server = runner.calls.client, runner.calls.server
 
   def record_client(theta, copt, phi, data, idx, mask, *rest):
     out = client(theta, copt, phi, data, idx, mask, *rest)
@@ -46,14 +48,14 @@ def _run_engine(cfg):
                               phi=common.copy(jax.device_get(out[0]))))
     return out
 
-  runner._client, runner._server = record_client, record_server
+  runner.calls = dataclasses.replace(runner.calls, client=record_client, server=record_server)
   for _ in range(T):
     runner.run_iteration()
     rec["iters"].append(dict(
-        theta=common.copy(jax.device_get(runner.theta)),
-        phi=common.copy(jax.device_get(runner.phi)),
-        ctrace=common.copy(jax.device_get(common.momentum_trace(runner.copt))),
-        strace=common.copy(jax.device_get(common.momentum_trace(runner.sopt))), t_now=runner.t_now))
+        theta=common.copy(jax.device_get(runner.state.theta)),
+        phi=common.copy(jax.device_get(runner.state.phi)),
+        ctrace=common.copy(jax.device_get(common.momentum_trace(runner.state.copt))),
+        strace=common.copy(jax.device_get(common.momentum_trace(runner.state.sopt))), t_now=runner.t_now))
   return ctx, init, rec
 
 

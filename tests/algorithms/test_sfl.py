@@ -96,7 +96,7 @@ def test_one_round_equals_numpy_recomputation(method, participating):
   ctx = toys.context(cfg, sizes=(6, 5, 9, 7))
   model = ctx.model
   runner = ALGORITHMS.get(method)(ctx)
-  theta0, phi = _f64(runner.theta), _f64(runner.phi)
+  theta0, phi = _f64(runner.state.theta), _f64(runner.state.phi)
   info = runner.run_iteration()
 
   # Independent replay: same selection stream, fresh batch iterators with the same seed.
@@ -135,13 +135,13 @@ def test_one_round_equals_numpy_recomputation(method, participating):
   theta = tree_map(lambda *ts: sum(w * t for w, t in zip(p, ts)), *[thetas[k] for k in selected])
 
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
-                         _f64(runner.theta), theta)
+                         _f64(runner.state.theta), theta)
   jax.tree_util.tree_map(lambda a, b: np.testing.assert_allclose(a, b, rtol=2e-4, atol=2e-6),
-                         _f64(runner.phi), phi)
+                         _f64(runner.state.phi), phi)
   assert info["client_steps"] == participating * cfg.clients.local_iters
   assert info["server_updates"] == cfg.clients.local_iters
   # The momentum buffers really moved the parameters (not a trivially passing comparison).
-  assert not np.allclose(_f64(runner.phi)["fc2"]["bias"], _f64(model.init(
+  assert not np.allclose(_f64(runner.state.phi)["fc2"]["bias"], _f64(model.init(
       jax.random.fold_in(jax.random.key(0), 0))[1])["fc2"]["bias"])
 
 

@@ -11,7 +11,7 @@ import tensorflow_datasets as tfds
 from PIL import Image
 from tensorflow_datasets.image_classification import cifar
 
-from gas_jax.data import local_formats
+from gas_jax.data import dataset, local_formats
 from helpers.real_files import images, write_cifar_py, write_idx
 from gas_jax.data import real
 from gas_jax.data import sources
@@ -228,7 +228,7 @@ def test_tfds_array_record_written_by_tfds(tmp_path):
   x_te, y_te = Cifar10.SPLITS["test"]
   (x_tr, y_tr), (x_te, y_te) = ((x[np.argsort(y)], np.sort(y)) for x, y in
                                 ((x_tr, y_tr), (x_te, np.asarray(y_te))))
-  check(sources.Dataset("cifar10", ds.x_train[tr], ds.y_train[tr], ds.x_test[te], ds.y_test[te],
+  check(dataset.Dataset("cifar10", ds.x_train[tr], ds.y_train[tr], ds.x_test[te], ds.y_test[te],
                         10), x_tr, y_tr, x_te, y_te, *CIFAR10)
 
 

@@ -6,7 +6,8 @@ import gas_jax.models  # noqa: F401
 from configs import digits
 from gas_jax.data.clients import ClientData
 from gas_jax.models.registry import get_model
-from gas_jax.runners import RunContext
+from gas_jax.context import RunContext
+from gas_jax.execution import ExecutionPlan
 from gas_jax.system import timing
 
 M = 3                     # classes
@@ -38,8 +39,9 @@ def config(algorithm: str, num=4, participating=2, local_iters=2, batch_size=4, 
   return c
 
 
-def context(cfg, sizes=(6, 5, 9, 7), seed=0) -> RunContext:
-  """K clients with the given sample counts (labels cycling), REF time constants, toy profiles."""
+def context(cfg, sizes=(6, 5, 9, 7), seed=0, plan=None) -> RunContext:
+  """K clients with the given sample counts (labels cycling), REF time constants, toy profiles;
+  `plan`: the execution plan (default: the CPU one for `cfg.execution`)."""
   rng = np.random.default_rng(seed)
   n = int(sum(sizes))
   x = rng.normal(size=(n,) + SHAPE).astype(np.float32)
@@ -56,7 +58,8 @@ def context(cfg, sizes=(6, 5, 9, 7), seed=0) -> RunContext:
   data = dict(x=jnp.asarray(x), y=jnp.asarray(y),
               log_prior=jnp.asarray(clients.logit_adjustment()))
   return RunContext(config=cfg, dataset=None, model=model(), clients=clients, time_model=tm,
-                    data=data)
+                    data=data,
+                    plan=plan or ExecutionPlan.resolve(cfg, backend="cpu", device_count=1))
 
 
 def rate(distance_km):

@@ -13,7 +13,8 @@ import gas_jax.models  # noqa: F401
 from configs import digits
 from gas_jax.data.clients import ClientData
 from gas_jax.models.registry import get_model
-from gas_jax.runners import RunContext
+from gas_jax.context import RunContext
+from gas_jax.execution import ExecutionPlan
 from gas_jax.system import timing
 
 M = 3
@@ -65,7 +66,8 @@ def parts_and_labels(sizes=SIZES, seed=0):
   return parts, np.concatenate(labels).astype(np.int32), x
 
 
-def context(cfg, sizes=SIZES, seed=0) -> RunContext:
+def context(cfg, sizes=SIZES, seed=0, plan=None) -> RunContext:
+  """A toy context; `plan`: the execution plan (default: the CPU one for `cfg.execution`)."""
   parts, y, x = parts_and_labels(sizes, seed)
   clients = ClientData(parts, y, M, cfg.clients.batch_size, cfg.seed)
   k = len(sizes)
@@ -75,4 +77,5 @@ def context(cfg, sizes=SIZES, seed=0) -> RunContext:
   data = dict(x=jnp.asarray(x), y=jnp.asarray(y),
               log_prior=jnp.asarray(clients.logit_adjustment()))
   return RunContext(config=cfg, dataset=types.SimpleNamespace(num_classes=M), model=model(),
-                    clients=clients, time_model=tm, data=data)
+                    clients=clients, time_model=tm, data=data,
+                    plan=plan or ExecutionPlan.resolve(cfg, backend="cpu", device_count=1))

@@ -235,7 +235,7 @@ def test_gas_runner_threads_the_server_running_stats_of_client_steps():
   forwards move phi's running statistics beyond what the server updates do; the runner keeps
   them (`gas_runner.take_server`). Same seed, same schedule, only the switch differs."""
   from configs import digits
-  from gas_jax import train
+  from gas_jax import context
   from gas_jax.registry import ALGORITHMS
   stats = {}
   for on in (True, False):
@@ -243,7 +243,7 @@ def test_gas_runner_threads_the_server_running_stats_of_client_steps():
     c.model.name, c.model.server_bn_client_steps = "cnn_small_bn", on
     c.clients.num, c.clients.participating, c.clients.local_iters = 5, 2, 2
     c.num_global_iters, c.execution.cohort_size = 1, 1
-    runner = ALGORITHMS.get("gas")(train.build_context(c))
+    runner = ALGORITHMS.get("gas")(context.build_context(c))
     phi0 = jax.device_get(runner.state.server.server)
     runner.run_iteration()
     phi = jax.device_get(runner.state.server.server)

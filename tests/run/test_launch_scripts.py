@@ -12,7 +12,6 @@ import subprocess
 import pytest
 from ml_collections.config_flags import config_flags
 
-import gas_jax.runners  # noqa: F401  (fills ALGORITHMS)
 from helpers.cli_runs import ROOT
 from gas_jax import config as config_lib
 from gas_jax.registry import ALGORITHMS

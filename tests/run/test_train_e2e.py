@@ -22,6 +22,7 @@ from configs import digits
 from helpers.cli_runs import ROOT
 from gas_jax import metrics as metrics_lib
 from gas_jax import train
+from gas_jax.execution import ExecutionPlan
 
 REPO = pathlib.Path(ROOT)
 ROW_KEYS = ("global_iteration", "server_updates", "client_steps", "simulated_time_s",
@@ -121,7 +122,12 @@ def test_run_writes_config_metrics_and_summary(first_run):
   config = _config(seed=0)
   c, k = config.clients.participating, config.clients.local_iters
   with open(wd / "config.json") as f:
-    assert json.load(f) == json.loads(json.dumps(config.to_dict()))
+    stored = json.load(f)
+  # config.json: the config, plus the execution plan the run resolved on this machine
+  plan = stored.pop("execution_plan")
+  assert stored == json.loads(json.dumps(config.to_dict()))
+  assert plan == ExecutionPlan.resolve(config).to_dict()
+  assert plan["backend"] == jax.default_backend() and plan["cohort_size"] in (0, 1)
 
   assert len(rows) == 2
   lines = (wd / "metrics.jsonl").read_text().splitlines()

@@ -9,7 +9,7 @@ import pytest
 
 from configs import digits
 from helpers.same_run import ROOT, T, assert_same_run, columns, params
-from gas_jax import engine, train
+from gas_jax import context, engine, train
 from gas_jax.system.scheduler import Event
 
 
@@ -93,12 +93,12 @@ def test_cohort_sizes_are_compiled_before_training():
   up front, changing no state; training then compiles nothing new."""
   from gas_jax.registry import ALGORITHMS   # noqa: PLC0415
   c = _config(cohort_size=0)
-  ctx = train.build_context(c)
+  ctx = context.build_context(c)
   runner = ALGORITHMS.get("gas")(ctx)
-  assert runner.cohort_run._cache_size() == 5
-  fresh = ALGORITHMS.get("gas")(train.build_context(_config(cohort_size=0)))
+  assert runner.calls.cohort._cache_size() == 5
+  fresh = ALGORITHMS.get("gas")(context.build_context(_config(cohort_size=0)))
   for a, b in zip(jax.tree_util.tree_leaves(runner.state), jax.tree_util.tree_leaves(fresh.state)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
   for _ in range(2):
     runner.run_iteration()
-  assert runner.cohort_run._cache_size() == 5
+  assert runner.calls.cohort._cache_size() == 5

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from gas_jax import train
+from gas_jax import context
 from gas_jax.data import augment as augment_lib
 from gas_jax.registry import ALGORITHMS
 from gas_jax.runners import fl_runner, sfl_runner
@@ -55,7 +55,7 @@ def spy(monkeypatch):
 def _run(method, augment, records):
   records.clear()
   cfg = _config(method, augment)
-  ctx = train.build_context(cfg)
+  ctx = context.build_context(cfg)
   runner = ALGORITHMS.get(method)(ctx)
   row = runner.run_iteration()
   jax.effects_barrier()

@@ -111,7 +111,7 @@ def test_gas_runner_data_size_per_client_sqrt():
     return jax.grad(loss)(theta)
 
   events, servers, it = [], [], 0
-  client_run, server_run = runner.client_run, runner.server_run
+  client_run, server_run = runner.calls.client, runner.calls.server
 
   def client_spy(cs, buf, phi, data, ev, key):
     events.append((it, dict(ev), _f64(phi)))
@@ -124,7 +124,7 @@ def test_gas_runner_data_size_per_client_sqrt():
                     tree_map(jnp.copy, ss.server)))
     return ss, out
 
-  runner.client_run, runner.server_run = client_spy, server_spy
+  runner.calls = dataclasses.replace(runner.calls, client=client_spy, server=server_spy)
   theta0 = _f64(runner.state.client.global_client)
   for it in range(ITERS):
     runner.run_iteration()
@@ -167,7 +167,7 @@ def test_fedavg_runner_per_client_sqrt_data_size():
   """FedAvg with per_client momentum and sqrt decay: each selected client trains E steps from
   theta_glob with a fresh momentum buffer at eta_0 / sqrt(t); the new global is the
   |D_k|-weighted mean (FedAvg's rule; clients.aggregation=data_size changes nothing there)."""
-  import baseline_toys as toys     # noqa: PLC0415
+  from helpers import baseline_toys as toys     # noqa: PLC0415
   cfg = toys.config("fedavg", clients__momentum="per_client", optimizer__decay="sqrt",
                     optimizer__lr=LR, clients__aggregation="data_size")
   ctx = toys.context(cfg)
@@ -176,7 +176,7 @@ def test_fedavg_runner_per_client_sqrt_data_size():
   sizes = np.array([6, 5, 9, 7], np.float64)          # toys.context's partition
   x_all, y_all = ctx.data["x"], ctx.data["y"]
   parts = [ctx.clients.indices(k) for k in range(4)]     # before any batch is drawn
-  glob0 = _f64(runner.glob)
+  glob0 = _f64(runner.state.glob)
 
   @jax.jit
   def grad_fn(params, idx, mask):
@@ -213,7 +213,7 @@ def test_fedavg_runner_per_client_sqrt_data_size():
   for _ in range(ITERS):
     runner.run_iteration()
   want = replay(True, True)
-  chex.assert_trees_all_close(_f64(runner.glob), want, rtol=2e-4, atol=2e-6)
+  chex.assert_trees_all_close(_f64(runner.state.glob), want, rtol=2e-4, atol=2e-6)
   for flipped in [(False, True), (True, False)]:
     other = replay(*flipped)
     diff = max(np.max(np.abs(a - b)) for a, b in zip(jax.tree_util.tree_leaves(other),

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from configs import digits
-from gas_jax import engine, train
+from gas_jax import context, engine
 from gas_jax.algorithms import gas
 from gas_jax.runners import seeds_steps
 
@@ -23,7 +23,7 @@ S = 3
 def _setup(relative=False):
   c = digits.get_config()
   c.weighting.fn = "exp" if relative else "ref"   # "exp": relative tags with reference shifts
-  ctx = train.build_context(c)
+  ctx = context.build_context(c)
   hp = gas.hparams_from_config(c, ctx.dataset.num_classes, True)
   algo = gas.build(ctx.model, hp)
   servers = [algo.init(jax.random.key(s)).server for s in range(S)]
@@ -65,7 +65,7 @@ def rounds(request):
   stacked, records = _stack(servers), []
   for rnd, due in enumerate([np.array([True] * S), np.array([True, False, True])]):
     bufs = [_buffer(rng, algo, like) for _ in range(S)]
-    rows = [engine.plan_server_update(algo, servers[s], bufs[s])[0] for s in range(S)]
+    rows = [gas.plan_server_update(algo, servers[s], bufs[s])[0] for s in range(S)]
     gen_rows = max(r for r, d in zip(rows, due) if d)
     before = jax.device_get(stacked)
     stacked, out = vmapped(stacked, _stack(bufs), np.full(S, rnd, np.int32), jnp.stack(keys),

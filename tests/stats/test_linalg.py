@@ -1,4 +1,5 @@
-"""Tests for gas_jax.linalg: the triangular-pentagonal QR used by the statistics' compression.
+"""Tests for gas_jax.stats.linalg: the triangular-pentagonal QR used by the statistics'
+compression.
 
 Every expected value is a float64 numpy computation: R'^T R' = R^T R + P^T P, R' upper
 triangular, |R'| = |numpy's R of [R; P]| row by row (R is unique up to row signs when [R; P] has
@@ -12,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gas_jax import linalg
+from gas_jax.stats import linalg
 
 
 def _case(d, m, seed, rank_r=None, rank_p=None, scale=1.0):

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gas_jax import sqrt_stats, stats
+from gas_jax import stats
+from gas_jax.stats import sqrt_factor, welford
 
 M = 5          # labels; label 3 only has weight-0 rows, label 4 has no rows at all
 D = 4
@@ -24,7 +25,7 @@ METHODS = ("cholesky", "sqrt")
 _refresh = jax.jit(stats.refresh_factors)
 _sample = jax.jit(stats.sample, static_argnums=2)
 _cov = jax.jit(stats.covariance)
-_label_blocks = jax.jit(stats.label_blocks, static_argnums=(2, 3))
+_label_blocks = jax.jit(welford.label_blocks, static_argnums=(2, 3))
 
 
 def _init(method, num_labels=M, dim=D, batch_rows=N, block=16):
@@ -142,7 +143,7 @@ def test_repeated_compressions_equal_numpy(tpqr, monkeypatch):
   for D=4) the second and later compressions eliminate only the rows merged since against the
   previous R (`linalg.tpqr_r`); without, each is a QR of the whole factor. Either way the
   covariance stays exact and the first D rows of a compressed label stay upper triangular."""
-  monkeypatch.setattr(sqrt_stats, "TPQR_MIN_DIM", 1 if tpqr else 10 ** 9)
+  monkeypatch.setattr(sqrt_factor, "TPQR_MIN_DIM", 1 if tpqr else 10 ** 9)
   merge = jax.jit(lambda st, x, y, w: stats.merge(st, x, y, w, jitter=0.0, block=4))  # fresh cache
   xs, ls, ws = zip(*[_rows(seed) for seed in (0, 1, 2, 3)])
   x, labels, w = np.concatenate(xs), np.concatenate(ls), np.concatenate(ws)

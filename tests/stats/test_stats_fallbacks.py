@@ -8,6 +8,7 @@ clamp of a negative variance is counted the same way; the square-root factor has
 Fallbacks are forced with covariances holding NaN / inf or hugely indefinite ones; healthy
 cases report 0. Expected counts are derived by hand (which labels are needed and stale).
 """
+import dataclasses
 import logging
 
 import chex
@@ -17,7 +18,7 @@ import numpy as np
 import pytest
 
 from helpers import gas_toys
-from gas_jax import engine, stats
+from gas_jax import stats
 from gas_jax.algorithms import gas
 from gas_jax.registry import ALGORITHMS
 
@@ -167,7 +168,7 @@ def test_runner_row_and_warning(caplog):
   cfg = gas_toys.config(stats__method="cholesky")
   runner = ALGORITHMS.get("gas")(gas_toys.context(cfg))
   seen_buffers, outs = [], []
-  server_run = runner.server_run
+  server_run = runner.calls.server
 
   def spy(ss, buf, *args, **kw):
     seen_buffers.append((np.asarray(buf.labels).reshape(-1), np.asarray(buf.row_mask).reshape(-1)))
@@ -175,7 +176,7 @@ def test_runner_row_and_warning(caplog):
     outs.append(jax.device_get(out))
     return ss, out
 
-  runner.server_run = spy
+  runner.calls = dataclasses.replace(runner.calls, server=spy)
   st = runner.state.server.stats
   m, d = st.num_labels, st.dim
   eye = jnp.eye(d, dtype=jnp.float32)
@@ -203,4 +204,4 @@ def test_runner_row_and_warning(caplog):
     row = runner.run_iteration()
   assert row["stats_fallbacks"] == 0
   assert not [r for r in caplog.records if "fallback" in r.getMessage()]
-  engine.check_gen_rows(outs)
+  gas.check_gen_rows(outs)

@@ -10,7 +10,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gas_jax import sqrt_stats, stats
+from gas_jax import stats
+from gas_jax.stats import sqrt_sampling
 
 M, D = 4, 6
 
@@ -30,10 +31,10 @@ def _stats(cap, merges=3, seed=0):
 
 def test_capacity_is_a_multiple_of_the_chunk():
   assert stats.sqrt_capacity(1024, 320, 10, 16) == 2560       # 2*1024 + 496, rounded to 256
-  assert sqrt_stats._chunk(2560) == 256
+  assert sqrt_sampling._chunk(2560) == 256
   assert stats.lowrank_capacity(64, 4096, 320, 10, 16) == 576  # 64 + 496, rounded to 64
-  assert sqrt_stats._chunk(576) == 64
-  assert sqrt_stats._chunk(40) == 8 and sqrt_stats._chunk(18) == 2
+  assert sqrt_sampling._chunk(576) == 64
+  assert sqrt_sampling._chunk(40) == 8 and sqrt_sampling._chunk(18) == 2
 
 
 @pytest.mark.slow   # CI budget (2026-12-01 timings); `python -m pytest -m slow` runs it
@@ -80,9 +81,9 @@ def test_loop_sampler_computes_only_the_rows_used():
   st = _stats(48)
   key = jax.random.key(4)
   num, rows = 20, np.array([3, 0, 17, 9])
-  assert sqrt_stats._row_sizes(num) == [8, 16, 20] and sqrt_stats._row_sizes(5) == [5]
-  assert sqrt_stats._row_sizes(32) == [8, 16, 24, 32]
-  assert sqrt_stats._row_sizes(20000) == [5000, 10000, 15000, 20000]
+  assert sqrt_sampling._row_sizes(num) == [8, 16, 20] and sqrt_sampling._row_sizes(5) == [5]
+  assert sqrt_sampling._row_sizes(32) == [8, 16, 24, 32]
+  assert sqrt_sampling._row_sizes(20000) == [5000, 10000, 15000, 20000]
   out = np.asarray(jax.jit(lambda s, k, r: stats.sample(s, k, num, rows=r, impl="loop"))(
       st, key, jnp.asarray(rows)))
   full = np.asarray(jax.jit(lambda s, k: stats.sample(s, k, num, impl="batched"))(st, key))

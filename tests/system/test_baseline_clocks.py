@@ -1,5 +1,6 @@
 """Each baseline's simulated clock against the spec §2 formulas computed here, and a smoke test:
 every method runs one global iteration from the driver and writes the same outputs as GAS."""
+import dataclasses
 import json
 import os
 
@@ -21,8 +22,9 @@ C_K, R_K = toys.COMPUTE, toys.rate(toys.DISTANCE)
 def _sfl_clock_only(runner):
   """Client and server steps stubbed out: the SFL clocks do not depend on training."""
   done = dict(loss=np.float32(0.0), grad_finite=np.bool_(True))
-  runner._client = lambda th, opt, phi, *a: (th, opt, dict(done, act=None))
-  runner._server = lambda phi, opt, *a: (phi, opt, dict(done))
+  runner.calls = dataclasses.replace(
+      runner.calls, client=lambda th, opt, phi, *a: (th, opt, dict(done, act=None)),
+      server=lambda phi, opt, *a: (phi, opt, dict(done)))
   return runner
 
 

@@ -1,8 +1,9 @@
 """Triangular-pentagonal QR: the R factor of [R; P] with R already upper triangular.
 
-The square-root statistics (`sqrt_stats.SqrtStats`) keep, per label, a factor G with G^T G = S
-whose first D rows are an upper-triangular R after the first compression, followed by the rows
-merged since. Compressing G again (`sqrt_stats.make_room`) needs only the R' of [R; P]
+The square-root statistics (`sqrt_factor.SqrtStats`) keep, per label, a factor G with G^T G = S
+(paper eq. 11-12 in square-root form) whose first D rows are an upper-triangular R after the
+first compression, followed by the rows merged since. Compressing G again
+(`sqrt_factor.compress_label`) needs only the R' of [R; P]
 (R'^T R' = R^T R + P^T P). A plain QR of the whole [D + m, D] factor costs
 2 (D + m) D^2 - 2 D^3 / 3 flops and ignores that R is triangular; eliminating P against R
 (LAPACK's tpqrt) costs 2 m D^2.
@@ -11,11 +12,10 @@ merged since. Compressing G again (`sqrt_stats.make_room`) needs only the R' of 
 form, Schreiber & Van Loan 1989): for each block of columns the panel [R_jj; P_j] is factored
 by LAPACK (`jnp.linalg.qr(mode="raw")`); its reflectors are I - V T V^T with V = [I; V_b]
 (R_jj is triangular, so the top of V is exactly the identity) and T built by doubling
-(`_larft`); the remaining columns get [R_j*; P_*] -= V T^T V^T [R_j*; P_*]. On the 2-core CPU,
-D = 4096 and m = 4608 (AlexNet L2's factor): about 1.6-1.8 s against 2.6-2.8 s for
-`jnp.linalg.qr(mode="r")` of the whole factor (`python launch/benchmark_qr.py`,
-docs/benchmarks.md). 512-column blocks measured best there: narrower LAPACK panels or a second
-level of blocking made the trailing products less efficient or added many small operations.
+(`_larft`); the remaining columns get [R_j*; P_*] -= V T^T V^T [R_j*; P_*]. Its timings against
+`jnp.linalg.qr(mode="r")` of the whole factor are in docs/benchmarks.md ("Factor compression
+by triangular-pentagonal QR"); the block widths tried (512-column blocks measured best) in its
+section "CPU server update and sampler".
 
 Every product runs at `HIGHEST` precision: JAX's default on recent GPUs is TensorFloat-32 (a
 10-bit mantissa), which would perturb R' by ~1e-3 relative at every compression.

@@ -1,33 +1,25 @@
-"""The weighted merge of paper eq. (11)-(12) in row form, shared by the statistics' representations.
+"""The weighted merge of paper eq. (11)-(12) in row form, shared by the statistics kinds.
 
 Merging a batch of rows a_i (tags w_i) into a label's statistics (mu, W) is the exact weighted
 parallel (Chan/Welford) recurrence
 
     W' = W + W_b,   mu' = (W mu + sum_i w_i a_i) / W'
-    W' Sigma' = W Sigma + W (mu - mu')(mu - mu')^T + sum_i w_i (a_i - mu')(a_i - mu')^T
+    W' Sigma' = W Sigma + W (mu - mu')(mu - mu')^T + sum_i w_i (a_i - mu')(a_i - mu')^T  [+ W' r I]
 
-so every representation (`stats.GaussianStats`, `sqrt_stats.SqrtStats`) only has to *add* the
-outer products of the rows sqrt(w_i)(a_i - mu') and of one pseudo-row sqrt(W)(mu - mu') per
-label. `merge_rows` computes the new means, weights and REF's jitter, and those rows sorted into
-label-pure blocks (`label_blocks`).
+which equals eq. (11)-(12) applied row by row: the old statistics enter as one pseudo-row mu
+with weight W. So every representation (`dense.GaussianStats`, `sqrt_factor.SqrtStats`) only
+has to *add* the outer products of the rows sqrt(w_i)(a_i - mu') and of that pseudo-row
+sqrt(W)(mu - mu') per label. `merge_rows` computes the new means, weights and REF's jitter, and
+those rows sorted into label-pure blocks (`label_blocks`). REF adds r = 1e-5 (`REF_JITTER`) on
+every merge after a label's first (spec §1.5, §6.3); the paper adds nothing (`jitter=0`).
 """
 import chex
 import jax
 import jax.numpy as jnp
 
-HIGHEST = jax.lax.Precision.HIGHEST
+from gas_jax.stats.base import HIGHEST
 
-
-class PerLabel:
-  """Shape accessors shared by the statistics' representations (all hold `mean` [M, D])."""
-
-  @property
-  def num_labels(self) -> int:
-    return self.mean.shape[0]
-
-  @property
-  def dim(self) -> int:
-    return self.mean.shape[1]
+REF_JITTER = 1e-5
 
 
 def label_blocks(labels: jax.Array, valid: jax.Array, num_labels: int, block: int):
@@ -51,10 +43,17 @@ def label_blocks(labels: jax.Array, valid: jax.Array, num_labels: int, block: in
   return pos, block_label
 
 
+def rows_per_merge(batch_rows: int, num_labels: int, block: int) -> int:
+  """The most rows one merge of `batch_rows` rows adds to the blocks of `merge_rows` (its rows
+  and one pseudo-row per label, `label_blocks`' static layout): a bound on what a label's
+  square-root factor must have room for."""
+  return (-(-(batch_rows + num_labels) // block) + num_labels) * block
+
+
 def merge_rows(stats, x, labels, w, jitter, block):
   """Shared part of the merge: new mean/weight/jitter and the rows to add as outer products.
 
-  Returns (mean, weight, jitter, merged, blocks [nb, block, D], block_label [nb]).
+  Returns (mean, weight, jitter, added jitter, merged, blocks [nb, block, D], block_label [nb]).
   """
   chex.assert_rank(x, 2)
   chex.assert_equal_shape_prefix([x, labels, w], 1)

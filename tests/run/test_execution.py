@@ -1,0 +1,75 @@
+"""The execution plan (`gas_jax.execution`): every automatic choice in one place."""
+import os
+import subprocess
+import sys
+
+import pytest
+
+from configs import digits
+from helpers import gas_toys
+from helpers.cli_runs import ROOT
+from gas_jax import execution
+from gas_jax.execution import ExecutionPlan
+from gas_jax.registry import ALGORITHMS
+
+
+@pytest.mark.parametrize("backend,expected", [
+    ("cpu", dict(cohort_size=1, server_chunk=32, vmap_seeds=False, conv_impl="im2col",
+                 cohort_conv_impl="im2col", sampler="loop")),
+    ("gpu", dict(cohort_size=0, server_chunk=0, vmap_seeds=True, conv_impl="xla",
+                 cohort_conv_impl="im2col", sampler="batched", cpu_threads=0)),
+    ("tpu", dict(cohort_size=0, server_chunk=0, vmap_seeds=True, conv_impl="xla",
+                 cohort_conv_impl="xla", sampler="batched", cpu_threads=0)),
+])
+def test_automatic_choices_per_backend(backend, expected):
+  plan = ExecutionPlan.resolve(digits.get_config(), backend=backend, device_count=4)
+  assert plan.backend == backend and plan.devices == 4
+  for field, value in expected.items():
+    assert getattr(plan, field) == value, field
+  if backend == "cpu":
+    assert plan.cpu_threads == execution.available_cores() >= 1
+
+
+def test_explicit_fields_win_over_the_backend():
+  c = digits.get_config()
+  c.execution.cohort_size, c.execution.server_chunk, c.execution.vmap_seeds = 4, 0, 1
+  c.execution.conv_impl, c.execution.sampler, c.execution.devices = "xla", "batched", 2
+  plan = ExecutionPlan.resolve(c, backend="cpu", device_count=8)
+  assert (plan.cohort_size, plan.server_chunk, plan.vmap_seeds, plan.conv_impl, plan.sampler,
+          plan.devices) == (4, 0, True, "xla", "batched", 2)
+  assert "cohorts of <= 4" in plan.describe() and "xla" in plan.describe()
+
+
+def test_a_runner_follows_the_plan_it_is_given():
+  """The plan, not the backend, decides: cohorts on the CPU when the plan says so."""
+  cfg = gas_toys.config()
+  for size in (1, 0):
+    plan = ExecutionPlan(backend="cpu", cohort_size=size, devices=1)
+    runner = ALGORITHMS.get("gas")(gas_toys.context(cfg, plan=plan))
+    assert runner.cohort_size == size
+    info = runner.run_iteration()
+    assert info["client_steps"] > 0
+
+
+def test_core_slots_split_the_cores():
+  assert execution.core_slots(1, [0, 1]) == [[0, 1]]
+  assert execution.core_slots(2, [0, 1]) == [[0], [1]]
+  assert execution.core_slots(2, [0, 1, 2, 3, 4]) == [[0, 1], [2, 3, 4]]
+  assert execution.core_slots(3, [4, 5]) == [[4], [5], [4]]
+
+
+def test_cpu_threads_limits_the_process():
+  code = ("from gas_jax import execution; print(execution.limit_cpu_threads(1), "
+          "execution.available_cores())")
+  out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                       timeout=120, check=True).stdout.split()
+  assert out == ["1", "1"]
+
+
+def test_bad_execution_values_are_refused():
+  from gas_jax import config as config_lib
+  for field, value in (("conv_impl", "fft"), ("sampler", "fast"), ("cpu_threads", -1)):
+    c = digits.get_config()
+    c.execution[field] = value
+    with pytest.raises(config_lib.ConfigError, match=f"execution.{field}"):
+      config_lib.validate(c)
