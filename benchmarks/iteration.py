@@ -144,7 +144,7 @@ def main(argv) -> dict:
       wall_over_flops_at_peak=wall / (flops_iter / (peak * 1e9)),
       client_steps_per_iter=steps_per_iter, server_updates_per_iter=updates_per_iter,
       client_step_s=t_client, server_update_s=t_server,
-      cohort_size=config.execution.cohort_size, backend=jax.default_backend(),
+      cohort_size=ctx.plan.cohort_size, backend=jax.default_backend(),
       server_update_peak_fraction=server_update_flops / t_server / (peak * 1e9),
       cohort_peak_fraction=client_step_flops / t_client / (peak * 1e9),
       generation_fraction=gen_fraction, generation_total_fraction=gen_total_fraction,

@@ -122,6 +122,16 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.grad_dissimilarity.enabled = False
   c.grad_dissimilarity.batches = 10       # test minibatches averaged into the "true" gradient
   c.grad_dissimilarity.batch_size = 128
+  # Training against the split-learning leak (paper Appendix I, eq. 44; README "Privacy:
+  # training against the leak"): a regulariser in the client loss of the split methods (gas,
+  # gas_nogen, minibatch_sfl, s2fl). "none" changes nothing (REF numbers).
+  c.privacy = ml_collections.ConfigDict()
+  c.privacy.method = "none"       # "none" | "inversion" (ResSFL: simulated decoder, SSIM) | "nopeek" (DCOR)
+  c.privacy.gamma = 0.3           # strength gamma >= 0 (ResSFL's alpha = 0.3)
+  c.privacy.tau = 0.5             # "inversion": SSIM threshold in [0, 1], gamma max(SSIM - tau, 0)
+  c.privacy.decoder_blocks = 4    # "inversion": residual blocks N of the simulated decoder (res_normN4C64)
+  c.privacy.decoder_channels = 64  # "inversion": its channels C
+  c.privacy.decoder_lr = 1e-3     # "inversion": Adam learning rate of its one step per client step
   if "partition" in parsed:
     _args.apply_partition(c, parsed["partition"])
   return c

@@ -70,7 +70,8 @@ class WriteMetrics(Callback):
     config = self.config
     summaries = []
     for lane, w in zip(loop.lanes, self.writers):
-      walls = iteration_walls(w.rows)
+      # iterations timed before the lane's recorded walls (older checkpoints): from the rows
+      walls = iteration_walls(w.rows)[:max(lane.done - len(lane.walls), 0)] + list(lane.walls)
       steady = walls[1:] or walls
       extra = dict(mean_iter_wall_s=float(np.mean(steady)) if steady else None,
                    first_iter_wall_s=float(walls[0]) if walls else None, seed=lane.seed,
@@ -139,16 +140,19 @@ class Checkpoints(Callback):
       return
     step, device, host = restored
     try:
+      host = _upgrade(host, loop.multi)
       loop.runner.load_state_dict(dict(host["runner"], device=device))
       counts = [int(n) for n in host.get("rows", [step])]
       loop.wall_offset = float(host["wall_time_s"])
-    except (KeyError, TypeError) as e:
+      walls = host.get("walls") or [[] for _ in loop.lanes]
+    except KeyError as e:
       raise config_lib.RunError(
           f"the checkpoint at step {step} in {self.ckpt.directory} was written by another "
           f"version of gas-jax (missing {e}); use a new --workdir, or --overwrite") from None
     loop.advances = step
-    for lane, n in zip(loop.lanes, counts):
+    for lane, n, w in zip(loop.lanes, counts, walls):
       lane.rows[:] = metrics_lib.read_rows(lane.workdir)[:n]
+      lane.walls[:] = [float(x) for x in w][-n:] if n else []
       if len(lane.rows) != n:
         raise config_lib.RunError(
             f"{lane.workdir}/metrics.jsonl has {len(lane.rows)} rows but the checkpoint holds "
@@ -164,7 +168,8 @@ class Checkpoints(Callback):
     state = loop.runner.state_dict()
     device = state.pop("device")
     self.ckpt.save(loop.advances, device, dict(
-        runner=state, wall_time_s=loop.elapsed(), rows=[lane.done for lane in loop.lanes]))
+        runner=state, wall_time_s=loop.elapsed(), rows=[lane.done for lane in loop.lanes],
+        walls=[list(lane.walls) for lane in loop.lanes]))
 
   def on_advance(self, loop: Loop, finished: Sequence[Lane]) -> None:
     every, T = self.config.checkpoint_every, loop.num_iters
@@ -184,12 +189,26 @@ class Checkpoints(Callback):
       if not ckpt.has_step(T):
         state = loop.runner.lane_state_dict(i)
         ckpt.save(T, state.pop("device"),
-                  dict(runner=state, wall_time_s=lane.rows[-1]["wall_time_s"], rows=[T]))
+                  dict(runner=state, wall_time_s=lane.rows[-1]["wall_time_s"], rows=[T],
+                       walls=[list(lane.walls)]))
       ckpt.close()
 
   def on_close(self, loop: Loop) -> None:
     if self.ckpt is not None:
       self.ckpt.close()
+
+
+def _upgrade(host: Dict, multi: bool) -> Dict:
+  """A checkpoint's host item in this version's layout. Runs-axis checkpoints written before
+  the run loop (gas-jax of 2026-12-01: `multiseed._Driver`) kept the seeds' pending outputs and
+  wall times beside the runner's state, with 3-tuples of server outputs before the fallback
+  count was recorded."""
+  if multi and "client_hist" in host and "client_hist" not in host["runner"]:
+    server = [[list(h) + [0] * (4 - len(h)) for h in lane] for lane in host["server_hist"]]
+    host = dict(host, runner=dict(host["runner"], client_hist=host["client_hist"],
+                                  server_hist=server),
+                wall_time_s=host["elapsed"])
+  return host
 
 
 def standard(config, workdir: str, evaluator: evaluation.Evaluator,

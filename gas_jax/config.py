@@ -165,6 +165,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   _choice(config, "grad_dissimilarity.enabled", (True, False))
   _positive_int(config, "grad_dissimilarity.batches")
   _positive_int(config, "grad_dissimilarity.batch_size")
+  _validate_privacy(config)
   if workdir is not None:
     _check_workdir(workdir)
 
@@ -185,6 +186,33 @@ def _validate_baselines(config) -> None:
   if isinstance(passes, bool) or not isinstance(passes, int) or passes < 0:
     _fail("s2fl.search_passes", passes, "must be an integer >= 0")
   _choice(config, "s2fl.candidates", ("ref", "model"))
+
+
+PRIVACY_METHODS = ("none", "inversion", "nopeek")
+SPLIT_ALGORITHMS = ("gas", "gas_nogen", "minibatch_sfl", "s2fl")
+
+
+def _validate_privacy(config) -> None:
+  """privacy.*: the regulariser of the split methods' client loss (`gas_jax.privacy`)."""
+  _choice(config, "privacy.method", PRIVACY_METHODS)
+  _non_negative(config, "privacy.gamma")
+  tau = _get(config, "privacy.tau")
+  if not _number(tau) or not 0 <= tau <= 1:
+    _fail("privacy.tau", tau, "must be a number in [0, 1] (an SSIM threshold)")
+  blocks = _get(config, "privacy.decoder_blocks")
+  if isinstance(blocks, bool) or not isinstance(blocks, int) or blocks < 0:
+    _fail("privacy.decoder_blocks", blocks, "must be an integer >= 0 (ResSFL's N)")
+  _positive_int(config, "privacy.decoder_channels")
+  _positive(config, "privacy.decoder_lr")
+  method = config.privacy.method
+  if method == "none":
+    return
+  if config.algorithm not in SPLIT_ALGORITHMS:
+    _fail("privacy.method", method, f"applies to the split methods ({', '.join(SPLIT_ALGORITHMS)})"
+          f", not algorithm={config.algorithm!r}: its clients send no activations")
+  if tuple(config.get("seeds", ()) or ()):
+    _fail("privacy.method", method, "is not implemented with config.seeds (the vmapped runs "
+          "axis); run one seed per process (--config.seed=S, launch/compare.py)")
 
 
 def _check_workdir(workdir: str) -> None:

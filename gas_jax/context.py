@@ -79,4 +79,4 @@ def build_context(config: ml_collections.ConfigDict, like: Optional[RunContext] 
   data = dict(x=x, y=y, log_prior=jnp.asarray(clients.logit_adjustment()))
   return RunContext(config=config, dataset=ds, model=model, clients=clients,
                     time_model=times, data=data,
-                    plan=plan or execution.ExecutionPlan.resolve(config))
+                    plan=plan or execution.ExecutionPlan.resolve(config, model=model))

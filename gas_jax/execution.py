@@ -15,8 +15,8 @@ the machine they run on (like fedjax's `for_each_client` backends).
 | `conv_impl` | convolutions of single steps, server and evaluation: `im2col` or `xla` | im2col / xla / xla |
 | `cohort_conv_impl` | convolutions of vmapped cohort steps | im2col / im2col / xla |
 | `sampler` | square-root statistics sampler: `loop` or `batched` | loop / batched / batched |
-| `devices` | devices of the cohort mesh | all local devices |
-| `cpu_threads` | CPU cores this process's XLA runtime uses | the cores the process may use |
+| `devices` | devices of the cohort mesh | all devices (`jax.device_count()`) |
+| `cpu_threads` | CPU cores this process may use (XLA's CPU thread pool follows them) | all it may use |
 
 Why these defaults (figures in docs/benchmarks.md): on the CPU vmapped convolutions are slower
 than a loop of single ones, XLA's native convolution reaches under half the matmul rate on these
@@ -87,20 +87,28 @@ class ExecutionPlan:
   cpu_threads: int = 0
 
   @classmethod
-  def resolve(cls, config, backend: Optional[str] = None,
-              device_count: Optional[int] = None) -> "ExecutionPlan":
-    """The plan for `config.execution` on `backend` (default: JAX's default backend)."""
+  def resolve(cls, config, backend: Optional[str] = None, device_count: Optional[int] = None,
+              model=None) -> "ExecutionPlan":
+    """The plan for `config.execution` on `backend` (default: JAX's default backend), as the
+    run will execute it: with the split `model`, a server part with BatchNorm or dropout runs in
+    one pass (chunks would change its numbers); the runs axis (`config.seeds`) runs on one
+    device, event by event in its host loop."""
     backend = backend or jax.default_backend()
     ex = config.execution
     cpu = backend == "cpu"
     cohort = ex.cohort_size if ex.cohort_size >= 0 else (1 if cpu else 0)
     chunk = ex.server_chunk if ex.server_chunk >= 0 else (32 if cpu else 0)
+    if model is not None and not model.server_rowwise:
+      chunk = 0
     vmap = bool(ex.vmap_seeds) if ex.vmap_seeds >= 0 else not cpu
     conv = ex.get("conv_impl", "") or ("im2col" if cpu else "xla")
     cohort_conv = ex.get("cohort_conv_impl", "") or ("xla" if backend == "tpu" else "im2col")
     sampler = ex.get("sampler", "") or ("loop" if cpu else "batched")
     n_dev = ex.devices or (device_count if device_count is not None else jax.device_count())
-    threads = available_cores() if cpu else 0
+    if config.get("seeds"):
+      n_dev = 1
+      cohort = cohort if vmap else 1
+    threads = available_cores()
     return cls(backend=backend, cohort_size=int(cohort), server_chunk=int(chunk),
                vmap_seeds=vmap, conv_impl=conv, cohort_conv_impl=cohort_conv, sampler=sampler,
                devices=int(n_dev), cpu_threads=int(threads))
@@ -112,7 +120,7 @@ class ExecutionPlan:
     cohorts = {0: "unbounded cohorts", 1: "event by event"}.get(
         self.cohort_size, f"cohorts of <= {self.cohort_size}")
     chunk = "one pass" if self.server_chunk == 0 else f"{self.server_chunk}-row chunks"
-    threads = f", {self.cpu_threads} CPU cores" if self.cpu_threads else ""
+    threads = f", {self.cpu_threads} CPU cores"
     return (f"execution plan on {self.backend}: client steps {cohorts} on {self.devices} "
             f"device(s), server update in {chunk}, seeds "
             f"{'vmapped' if self.vmap_seeds else 'in a host loop'}, convolutions "

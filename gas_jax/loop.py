@@ -6,6 +6,12 @@ single-seed runner (`gas_jax.runners.Runner`) drives one lane; the runs axis
 (`SeedsGasRunner`) drives one lane per seed, and one `run_iteration()` call returns the rows of
 the seeds that finished a global iteration in it.
 
+Wall times: `wall_time_s` of a row is the run's wall time when the row was made (from the start
+of the loop, plus the wall time restored from a checkpoint); a lane's `walls` hold each global
+iteration's own seconds (the runner's work and the evaluation since the lane's previous row, the
+checkpoint and file writes after it left out), from which summary.json's `mean_iter_wall_s` and
+`first_iter_wall_s` come.
+
 Per global iteration of a lane the loop makes its row (the runner's fields), lets the callbacks
 fill it in (`fill_row`: evaluation), stamps `wall_time_s`, and hands it to the callbacks
 (`on_row`: metrics, progress); after each `run_iteration()` call `on_advance` (checkpoints). A
@@ -30,6 +36,8 @@ class Lane:
   config: Any
   workdir: str
   rows: List[Dict] = dataclasses.field(default_factory=list)
+  walls: List[float] = dataclasses.field(default_factory=list)  # seconds per global iteration
+  mark: Optional[float] = None   # when its current global iteration started (None: not yet)
 
   @property
   def done(self) -> int:
@@ -108,6 +116,35 @@ def _lane_infos(runner, multi: bool) -> Dict[int, Dict]:
   return out if multi else {0: out}
 
 
+def _advance(loop: Loop, callbacks: Sequence[Callback]) -> None:
+  """One `run_iteration()` call: the rows of the lanes it finished, then `on_advance`."""
+  now = time.time()
+  for lane in loop.lanes:
+    lane.mark = now if lane.mark is None else lane.mark
+  infos = _lane_infos(loop.runner, loop.multi)
+  loop.advances += 1
+  finished = []
+  for i in sorted(infos):
+    lane, info = loop.lanes[i], dict(infos[i])
+    row = dict(global_iteration=lane.done + 1, server_updates=info.pop("server_updates"),
+               client_steps=info.pop("client_steps"),
+               simulated_time_s=info.pop("simulated_time_s"), wall_time_s=None)
+    for cb in callbacks:
+      cb.fill_row(loop, lane, row)
+    # An iteration's wall time: its runner work and evaluation (not the files or checkpoints
+    # written after the previous one).
+    lane.walls.append(time.time() - lane.mark)
+    lane.mark = None
+    row["wall_time_s"] = loop.elapsed()
+    row.update(info)
+    lane.rows.append(row)
+    for cb in callbacks:
+      cb.on_row(loop, lane, row)
+    finished.append(lane)
+  for cb in callbacks:
+    cb.on_advance(loop, finished)
+
+
 def run_loop(runner, lanes: List[Lane], callbacks: Sequence[Callback], num_iters: int,
              multi: bool = False) -> Optional[Dict]:
   """Runs `runner` until every lane has `num_iters` rows; returns `loop.result`. `multi`: the
@@ -115,31 +152,16 @@ def run_loop(runner, lanes: List[Lane], callbacks: Sequence[Callback], num_iters
   loop = Loop(runner, lanes, num_iters, multi)
   with contextlib.ExitStack() as stack:
     loop.stack = stack
-    loop.stop = stack.enter_context(StopRequest())
     try:
-      for cb in callbacks:
-        cb.on_start(loop)
-      while loop.unfinished():
-        infos = _lane_infos(runner, loop.multi)
-        loop.advances += 1
-        finished = []
-        for i in sorted(infos):
-          lane, info = lanes[i], dict(infos[i])
-          row = dict(global_iteration=lane.done + 1, server_updates=info.pop("server_updates"),
-                     client_steps=info.pop("client_steps"),
-                     simulated_time_s=info.pop("simulated_time_s"), wall_time_s=None)
-          for cb in callbacks:
-            cb.fill_row(loop, lane, row)
-          row["wall_time_s"] = loop.elapsed()
-          row.update(info)
-          lane.rows.append(row)
-          for cb in callbacks:
-            cb.on_row(loop, lane, row)
-          finished.append(lane)
+      with StopRequest() as stop:     # the finish below keeps the default handlers
+        loop.stop = stop
         for cb in callbacks:
-          cb.on_advance(loop, finished)
-        if loop.stop.signum is not None:
-          raise SystemExit(128 + loop.stop.signum)
+          cb.on_start(loop)
+        loop.start = time.time()   # wall_time_s counts from here (plus the restored wall time)
+        while loop.unfinished():
+          _advance(loop, callbacks)
+          if stop.signum is not None:
+            raise SystemExit(128 + stop.signum)
       for cb in callbacks:
         cb.on_finish(loop)
     finally:

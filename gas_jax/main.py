@@ -138,6 +138,9 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   logging.get_absl_handler().addFilter(_QuietLibraries())
+  from gas_jax import execution  # noqa: PLC0415  (imports jax: after the flags are checked)
+  # Before anything starts XLA's CPU runtime (jax.distributed below), whose threads follow it.
+  execution.limit_cpu_threads(_CONFIG.value.execution.get("cpu_threads", 0))
   if _DISTRIBUTED.value:
     import jax  # pylint: disable=g-import-not-at-top
     jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)

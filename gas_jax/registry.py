@@ -22,9 +22,11 @@ class Registry:
     self._loaded = False
 
   def _load(self) -> None:
+    """Imports the plugin package once (a failed import raises, and is retried next time;
+    the package's own modules re-entering here see it in sys.modules)."""
     if not self._loaded:
-      self._loaded = True
       importlib.import_module(self.plugins)
+      self._loaded = True
 
   def register(self, name: str) -> Callable[[T], T]:
     def deco(fn: T) -> T:

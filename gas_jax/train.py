@@ -60,14 +60,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     summary = workdir_lib.finished_or_check(config, workdir)
     if summary is not None:
       return summary
-  plan = execution.ExecutionPlan.resolve(config)
-  plan.log()
   configs, lanes = _lanes(config, workdir)
   contexts = []
+  for c in configs:
+    contexts.append(context_lib.build_context(c, like=contexts[0] if contexts else None))
+  plan = execution.ExecutionPlan.resolve(config, model=contexts[0].model)
+  for ctx in contexts:
+    ctx.plan = plan
+  plan.log()
   with plan.active():
-    for c in configs:
-      contexts.append(context_lib.build_context(c, like=contexts[0] if contexts else None,
-                                                plan=plan))
     lock = workdir_lib.WorkdirLock(workdir, metrics_lib.is_primary())
     try:
       summary = workdir_lib.claim(config, workdir, overwrite, lock)

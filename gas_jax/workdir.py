@@ -37,6 +37,9 @@ RESUMABLE = frozenset({
     "log_every_s",
 })
 RESUMABLE_SECTIONS = ("execution.", "execution_plan.")
+# Sections added after runs were stored: a stored config without one continues when the new
+# config leaves its feature off (section prefix -> (switch field, its "off" value)).
+ADDED_SECTIONS = {"privacy.": ("privacy.method", "none")}
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
 _SHOWN = 6   # differing fields named in the message
@@ -83,6 +86,8 @@ def differences(stored: Dict, new: Dict, done_iters: int = 0) -> List[str]:
   for key in sorted(set(a) | set(b)):
     if resumable(key) and key != "num_global_iters":
       continue
+    if key not in a and _added_and_off(key, b):
+      continue
     if key not in a:
       out.append(f"{key}: (not in the stored config) -> {b[key]!r}")
     elif key not in b:
@@ -94,6 +99,12 @@ def differences(stored: Dict, new: Dict, done_iters: int = 0) -> List[str]:
     elif not resumable(key) and not _same(a[key], b[key]):
       out.append(f"{key}: {a[key]!r} -> {b[key]!r}")
   return out
+
+
+def _added_and_off(key: str, new: Dict) -> bool:
+  """Whether `key` belongs to an `ADDED_SECTIONS` section that `new` (flattened) leaves off."""
+  return any(key.startswith(prefix) and new.get(switch) == off
+             for prefix, (switch, off) in ADDED_SECTIONS.items())
 
 
 def read_stored_config(workdir: str) -> Optional[Dict]:

@@ -148,7 +148,8 @@ def main(argv):
              f"--config.algorithm={m}", f"--config.seed={s}", *part_flags[p], *cache]
       log = open(os.path.join(wd, "log.txt"), "a")
       slot = free.pop(0)
-      pin = (lambda cores=slots[slot]: os.sched_setaffinity(0, cores))
+      pin = ((lambda cores=slots[slot]: os.sched_setaffinity(0, cores))
+             if hasattr(os, "sched_setaffinity") else None)     # (not on macOS: no pinning)
       running[cell] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
                                         preexec_fn=pin), log, time.time(), slot)
     time.sleep(0.2)

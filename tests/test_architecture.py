@@ -111,3 +111,23 @@ def test_no_module_exceeds_the_line_limit():
   big = {n: s for n, s in sizes.items() if s > MAX_LINES}
   assert not big, f"modules over {MAX_LINES} lines: {big}"
   assert sum(s <= 300 for s in sizes.values()) >= 0.8 * len(sizes)   # most stay under 300
+
+
+def test_no_test_module_imports_another():
+  """Shared test code lives in tests/helpers/, never in a test module."""
+  tests_dir = os.path.join(ROOT, "tests")
+  names = {f[:-3] for _, _, files in os.walk(tests_dir) for f in files
+           if f.startswith("test_") and f.endswith(".py")}
+  offenders = []
+  for dirpath, _, files in os.walk(tests_dir):
+    for f in files:
+      if not f.endswith(".py"):
+        continue
+      path = os.path.join(dirpath, f)
+      with open(path) as fh:
+        tree = ast.parse(fh.read(), path)
+      for node in ast.walk(tree):
+        mods = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+        offenders += [(f, m) for m in mods if m.split(".")[-1] in names]
+  assert not offenders, offenders

@@ -19,29 +19,38 @@ changes the simulated clock (the runner), never the trained split; S2FL's per-gr
 copies all start from phi_snap and share one momentum buffer that carries over from one group's
 step into the next, and the group models are averaged uniformly. REF drops the remainder
 clients when C is not a multiple of the number of groups; here that is a config error.
+
+With `privacy` (paper eq. 44, `gas_jax.privacy.regularisers`) the client loss gains gamma R; for
+"inversion" the client step also takes the client's decoder copy (params, Adam state) and returns
+it after its one step (out["dec"]); the runner averages the copies with the client models.
 """
 import dataclasses
 import math
-from typing import Callable, List, Sequence
+from typing import Any, Callable, List, Sequence
 
 import jax
 import numpy as np
 
 from gas_jax import losses, optim
 from gas_jax.algorithms import fl
+from gas_jax.privacy import regularisers
 
 
 @dataclasses.dataclass(frozen=True)
 class SflAlgorithm:
   init: Callable          # rng -> (theta, phi, client_opt, server_opt)
   init_opt: Callable      # params -> fresh optimiser state
-  client_step: Callable   # (theta, client_opt, phi_snap, batch, rng) -> (theta, client_opt, out)
+  client_step: Callable   # (theta, client_opt, phi_snap, batch, rng, dec=None)
+                          #   -> (theta, client_opt, out)
   server_step: Callable   # (phi, server_opt, batch, rng) -> (phi, server_opt, out)
   hparams: fl.FLHParams
+  regulariser: Any = None   # `regularisers.Regulariser` (privacy), or None
 
 
-def build(model, hp: fl.FLHParams) -> SflAlgorithm:
+def build(model, hp: fl.FLHParams, privacy=None) -> SflAlgorithm:
+  """privacy: `regularisers.PrivacyHParams` or None (no regulariser, REF)."""
   tx = fl.make_tx(hp)
+  reg = regularisers.make(model, privacy)
 
   init_opt = lambda part: tx.init(model.trainable(part))
 
@@ -54,20 +63,31 @@ def build(model, hp: fl.FLHParams) -> SflAlgorithm:
     params, opt = optim.apply(tx, model.trainable(part), grads, opt, lr)
     return model.with_trainable(part, params), opt
 
-  def client_step(theta, client_opt, phi, batch, rng):
-    """batch: x [B, ...], y [B], mask [B], global_iter. out: act (stop-gradient), loss.
-    Training mode (BatchNorm over the unmasked rows, dropout keyed by rng)."""
+  def client_step(theta, client_opt, phi, batch, rng, dec=None):
+    """batch: x [B, ...], y [B], mask [B], global_iter. out: act (stop-gradient), loss (the
+    CE); with a regulariser also privacy_score (R) and, for "inversion", dec: the decoder copy
+    `dec` = (params, Adam state) after its step. Training mode (BatchNorm over the unmasked
+    rows, dropout keyed by rng)."""
     def loss_fn(p):
       a, th = model.client_train(model.with_trainable(theta, p), batch["x"],
                                  jax.random.fold_in(rng, 0), batch["mask"])
       logits, _ = model.server_train(phi, a, jax.random.fold_in(rng, 1), batch["mask"])
-      return losses.masked_mean_ce(logits, batch["y"], batch["mask"]), (a, th)
+      loss = losses.masked_mean_ce(logits, batch["y"], batch["mask"])
+      if reg is None:
+        return loss, (loss, a, th, None)
+      penalty, score = reg.penalty(None if dec is None else dec[0], batch["x"], a,
+                                   batch["mask"])
+      return loss + penalty, (loss, a, th, score)
 
-    (loss, (a, theta)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+    (_, (loss, a, theta, score)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
         model.trainable(theta))
     theta, client_opt = step(theta, client_opt, grads, batch)
-    return theta, client_opt, dict(act=jax.lax.stop_gradient(a), loss=loss,
-                                   grad_finite=fl.finite(grads))
+    out = dict(act=jax.lax.stop_gradient(a), loss=loss, grad_finite=fl.finite(grads))
+    if score is not None:
+      out["privacy_score"] = score
+    if reg is not None and reg.inversion:
+      out["dec"] = reg.decoder_step(*dec, batch["x"], a, batch["mask"])
+    return theta, client_opt, out
 
   def server_step(phi, server_opt, batch, rng):
     """batch: act [N, *activation_shape], y [N], mask [N], global_iter."""
@@ -81,7 +101,7 @@ def build(model, hp: fl.FLHParams) -> SflAlgorithm:
     return phi, server_opt, dict(loss=loss, grad_finite=fl.finite(grads))
 
   return SflAlgorithm(init=init, init_opt=init_opt, client_step=client_step,
-                      server_step=server_step, hparams=hp)
+                      server_step=server_step, hparams=hp, regulariser=reg)
 
 
 def mean_trees(trees: Sequence):

@@ -80,7 +80,7 @@ def _shard(labels: np.ndarray, num_clients: int, num_classes: int, shards: int,
   if shards < 1:
     raise ConfigError(f"data.shards={shards} must be >= 1")
   if (shards * num_clients) % num_classes:
-    raise ValueError(
+    raise ConfigError(
         f"data.shards={shards}: shards*clients.num ({shards}*{num_clients}="
         f"{shards * num_clients}) must be divisible by the number of classes ({num_classes})")
   per_class = shards * num_clients // num_classes  # S
@@ -128,7 +128,7 @@ def _dirichlet(labels: np.ndarray, num_clients: int, num_classes: int, alpha: fl
       if sizes.min() >= min_size:
         break
   else:
-    raise ValueError(
+    raise ConfigError(
         f"data.alpha={alpha}: no Dirichlet draw gave every one of {num_clients} clients at "
         f"least {min_size} samples in {_MAX_DIRICHLET_TRIES} tries; raise data.alpha or "
         "lower clients.num")

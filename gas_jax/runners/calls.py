@@ -72,8 +72,9 @@ class FLCalls(Calls):
 class SFLCalls(Calls):
   """The synchronous SFL baselines' jitted calls (`sfl_runner.compiled_steps`).
 
-  client: (theta, opt, phi, data, idx, mask, global_iter, key, aug_key, step_id) ->
-    (theta, opt, out), one client step (out["act"]: its activations).
+  client: (theta, opt, phi, data, idx, mask, global_iter, key, aug_key, step_id, dec=None) ->
+    (theta, opt, out), one client step (out["act"]: its activations; privacy "inversion": dec
+    is the client's decoder copy and Adam state, out["dec"] the same after its step).
   server: (phi, opt, data, acts, idx, mask, global_iter, key, step_id) -> (phi, opt, out),
     one server step on the concatenated activations.
   init_opt: params -> a fresh optimiser state (per-client momentum).

@@ -80,10 +80,11 @@ class AsyncClock:
 
 
 @functools.lru_cache(maxsize=16)
-def compiled_step(model, hp: fl.FLHParams, augmenter=None):
+def compiled_step(model, hp: fl.FLHParams, augmenter=None, convs=("", "")):
   """(algorithm, jit(local step with on-device minibatch gather), jit(init_opt)), cached per
-  (model, hparams, augmenter) so runners built in one process share compilations. The
-  minibatch comes from `augment.train_batch`, as in every method."""
+  (model, hparams, augmenter, convolutions) so runners built in one process share compilations
+  (`convs`: the plan's convolution choices, traced into the step). The minibatch comes from
+  `augment.train_batch`, as in every method."""
   algo = fl.build(model, hp)
 
   def step(params, opt, data, idx, mask, global_iter, key, aug_key, step_id):
@@ -121,8 +122,9 @@ class _FLBase:
     cfg = ctx.config
     self.ctx, self.cfg = ctx, cfg
     self.K, self.C, self.E = cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters
-    self.algo, step, init_opt = compiled_step(ctx.model, fl.hparams_from_config(cfg),
-                                              augment_lib.from_config(cfg))
+    self.algo, step, init_opt = compiled_step(
+        ctx.model, fl.hparams_from_config(cfg), augment_lib.from_config(cfg),
+        (ctx.plan.conv_impl, ctx.plan.cohort_conv_impl))
     self.calls = FLCalls(step=step, init_opt=init_opt)
     self.aug_key = augment_lib.run_key(cfg.seed)
     glob, opt = self.algo.init(jax.random.fold_in(jax.random.key(cfg.seed), 0))

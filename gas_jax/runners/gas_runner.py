@@ -16,6 +16,7 @@ from gas_jax.algorithms import gas
 from gas_jax.data import augment as augment_lib
 from gas_jax.context import RunContext
 from gas_jax.evaluation import finite_check
+from gas_jax.privacy import regularisers
 from gas_jax.registry import ALGORITHMS
 from gas_jax.runners.calls import GasCalls
 from gas_jax.system import scheduler as scheduler_lib
@@ -30,7 +31,7 @@ def take_server(server_state, out):
 
 
 def device_mesh(n: int):
-  """A 1-D mesh over the first n local devices (axis "clients"), or None for one device."""
+  """A 1-D mesh over the first n devices (axis "clients"), or None for one device."""
   if n <= 1:
     return None
   return jax.make_mesh((n,), ("clients",), devices=jax.devices()[:n],
@@ -38,8 +39,12 @@ def device_mesh(n: int):
 
 
 def build_algorithm(ctx: RunContext, generate: bool) -> gas.Algorithm:
-  """GAS built for the context's model, config and execution plan."""
+  """GAS built for the context's model, config and execution plan (and `privacy`: the
+  regulariser of eq. 44, with the image range of `ctx.dataset`)."""
   hp = gas.hparams_from_config(ctx.config, ctx.dataset.num_classes, generate, ctx.plan)
+  privacy = regularisers.from_config(ctx.config, ctx.dataset)
+  if privacy is not None:
+    hp = dataclasses.replace(hp, privacy=privacy)
   return gas.build(ctx.model, hp)
 
 
@@ -180,6 +185,9 @@ class GasRunner:
                              for n, o in client_out])
 
     client_loss = per_event("client_loss")
+    extra = {}
+    if "privacy_score" in client_out[0][1]:   # R of eq. 44: the decoder's SSIM, or DCOR
+      extra["privacy_score"] = float(np.mean(per_event("privacy_score")))
     server_loss = np.array([o["server_loss"] for o in server_out])
     # Fallbacks are reported (warning) before a non-finite check can stop the run.
     fallbacks = stats_lib.report_fallbacks(sched.global_iters, server_out)
@@ -189,10 +197,9 @@ class GasRunner:
                  server_gradient=[o["grad_finite"] for o in server_out] or [True])
     gas.check_gen_rows(server_out)
     generated = [float(o["generated"]) for o in server_out]
-    extra = {}
     if self.cfg.grad_dissimilarity.enabled:
       extra["grad_dissimilarity"] = self.dissimilarity(sched.global_iters)
-    return dict(**extra,server_updates=sched.server_updates, client_steps=self.client_steps,
+    return dict(**extra, server_updates=sched.server_updates, client_steps=self.client_steps,
                 simulated_time_s=events[-1].iteration_time,
                 client_loss=float(np.mean(client_loss)),
                 server_loss=float(np.mean(server_loss)) if len(server_loss) else None,

@@ -46,7 +46,6 @@ from gas_jax.context import RunContext
 from gas_jax.evaluation import finite_check
 from gas_jax.runners import gas_runner, seeds_steps
 from gas_jax.runners.calls import GasCalls
-from gas_jax.stats import SqrtStats
 from gas_jax.system import scheduler as scheduler_lib
 
 tree_map = jax.tree_util.tree_map
@@ -134,6 +133,9 @@ class SeedsGasRunner:
 
   def _pull(self, s: int):
     """Seed s's next event and its arrays (consumes its scheduler and minibatch streams)."""
+    if self.lookahead[s] is not None:   # drawn by a cohort (also before a resume)
+      item, self.lookahead[s] = self.lookahead[s], None
+      return item
     ev = self.schedulers[s].next_event()
     idx, mask = self.contexts[s].clients.next_batch(ev.client)
     arrays = engine.event_arrays(ev, idx, mask, weighting.tag(self.cfg, ev),
@@ -147,8 +149,7 @@ class SeedsGasRunner:
     arrays)."""
     group, slots = [], set()
     while True:
-      item = self.lookahead[s] or self._pull(s)
-      self.lookahead[s] = None
+      item = self._pull(s)
       ev = item[0]
       if engine.opens_cohort(ev, slots, len(group), self.cohort_size):
         self.lookahead[s] = item
@@ -178,8 +179,8 @@ class SeedsGasRunner:
       cs, buf, _ = self.calls.cohort(cs, buf, self.servers.server, self.data, stacked,
                                      self.step_keys)
     self.state = (cs, buf)
-    if getattr(self.algo.hparams, "generate", False) and isinstance(self.servers.stats,
-                                                                     SqrtStats):
+    if getattr(self.algo.hparams, "generate", False) and stats_lib.compressible(
+        self.servers.stats):
       self.calls.compress.lower(self.servers, np.int32(0), np.int32(0)).compile()
     its, due = np.zeros(self.S, np.int32), np.zeros(self.S, bool)
     for rows in gas.server_sizes_to_precompile(self.algo.hparams):
@@ -197,7 +198,7 @@ class SeedsGasRunner:
     its = np.array([self.schedulers[s].global_iters - int(ev.aggregate) if due[s] else 0
                     for s, ev in enumerate(last_events)], np.int32)
     st, hp = self.servers.stats, self.algo.hparams
-    sqrt = isinstance(st, SqrtStats)
+    sqrt = stats_lib.compressible(st)
     host = jax.device_get((buf.labels, buf.row_mask, buf.tags, st.seen,
                            st.used if sqrt else None))
     rows = []

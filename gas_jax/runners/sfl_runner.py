@@ -17,6 +17,11 @@ Clocks (spec §1.9 constants via `TimeModel`):
   620,544 bit with `time.ref_constants`), t_now <- max. With a small model and the model's own
   time constants the REF candidates overstate S2FL's per-iteration cost against MiniBatch-SFL;
   `s2fl.candidates="model"` uses the model's own split as the only candidate instead.
+
+Privacy (`privacy.method`, paper eq. 44, `gas_jax.privacy.regularisers`): the regulariser is in
+every client step; with "inversion" each selected client trains a copy of the global decoder
+(`SflState.decoder`, fresh Adam state per round) and the copies are averaged with the client
+models' weights.
 """
 import functools
 from typing import Any, Sequence
@@ -30,6 +35,7 @@ from gas_jax.algorithms import fl, sfl
 from gas_jax.data import augment as augment_lib
 from gas_jax.context import RunContext
 from gas_jax.evaluation import finite_check
+from gas_jax.privacy import regularisers
 from gas_jax.registry import ALGORITHMS
 from gas_jax.runners import fl_runner
 from gas_jax.runners.calls import SFLCalls
@@ -76,16 +82,16 @@ SERVER_SALT = 0x5E    # server steps fold this into the step key (client steps d
 
 
 @functools.lru_cache(maxsize=16)
-def compiled_steps(model, hp: fl.FLHParams, augmenter=None):
+def compiled_steps(model, hp: fl.FLHParams, augmenter=None, privacy=None):
   """(algorithm, jit(client step), jit(server step), jit(init_opt)) with on-device minibatch
-  gathers (`augment.train_batch`, as in every method), cached per (model, hparams, augmenter)
-  so runners built in one process share compilations."""
-  algo = sfl.build(model, hp)
+  gathers (`augment.train_batch`, as in every method), cached per (model, hparams, augmenter,
+  privacy settings) so runners built in one process share compilations."""
+  algo = sfl.build(model, hp, privacy)
 
-  def client(theta, copt, phi, data, idx, mask, it, key, aug_key, step_id):
+  def client(theta, copt, phi, data, idx, mask, it, key, aug_key, step_id, dec=None):
     x, y = augment_lib.train_batch(data, idx, aug_key, step_id, augmenter)
     batch = dict(x=x, y=y, mask=mask, global_iter=it)
-    return algo.client_step(theta, copt, phi, batch, jax.random.fold_in(key, step_id))
+    return algo.client_step(theta, copt, phi, batch, jax.random.fold_in(key, step_id), dec)
 
   def server(phi, sopt, data, acts, idx, mask, it, key, step_id):
     batch = dict(act=jnp.concatenate(acts), y=data["y"][idx], mask=mask, global_iter=it)
@@ -98,11 +104,13 @@ def compiled_steps(model, hp: fl.FLHParams, augmenter=None):
 @struct.dataclass
 class SflState:
   """MiniBatch-SFL's / S2FL's device state: client model theta, server model phi, and their
-  optimiser states (the client's shared momentum buffer)."""
+  optimiser states (the client's shared momentum buffer); privacy "inversion": the global
+  simulated decoder (else None)."""
   theta: Any
   phi: Any
   copt: Any
   sopt: Any
+  decoder: Any = None
 
 
 class SyncSflRunner:
@@ -116,11 +124,16 @@ class SyncSflRunner:
     self.ctx, self.cfg, self.grouped = ctx, cfg, grouped
     self.K, self.C, self.E = cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters
     self.algo, client, server, init_opt = compiled_steps(
-        ctx.model, fl.hparams_from_config(cfg), augment_lib.from_config(cfg))
+        ctx.model, fl.hparams_from_config(cfg), augment_lib.from_config(cfg),
+        regularisers.from_config(cfg, ctx.dataset))
     self.calls = SFLCalls(client=client, server=server, init_opt=init_opt)
     self.aug_key = augment_lib.run_key(cfg.seed)
-    theta, phi, copt, sopt = self.algo.init(jax.random.fold_in(jax.random.key(cfg.seed), 0))
-    self.state = SflState(theta=theta, phi=phi, copt=copt, sopt=sopt)
+    init_key = jax.random.fold_in(jax.random.key(cfg.seed), 0)
+    theta, phi, copt, sopt = self.algo.init(init_key)
+    reg = self.algo.regulariser
+    self.inversion = reg is not None and reg.inversion
+    self.state = SflState(theta=theta, phi=phi, copt=copt, sopt=sopt,
+                          decoder=reg.init_decoder(init_key)[0] if self.inversion else None)
     self.key = jax.random.fold_in(jax.random.key(cfg.seed), fl_runner.STEP_STREAM)
     self.per_client = cfg.clients.momentum == "per_client"
     self.sizes = ctx.clients.sizes.astype(np.float64)
@@ -153,6 +166,9 @@ class SyncSflRunner:
     copts = ([self.calls.init_opt(st.theta) for _ in range(self.C)] if self.per_client
              else None)
     phi, copt, sopt = st.phi, st.copt, st.sopt
+    # privacy "inversion": each client's copy of the global decoder, with a fresh Adam state
+    decs = ([(st.decoder, self.algo.regulariser.init_opt(st.decoder))] * self.C
+            if self.inversion else None)
     it = np.int32(self.global_iters)
     c_out, s_out = [], []
     for _ in range(self.E):
@@ -165,7 +181,10 @@ class SyncSflRunner:
           opt = copts[i] if self.per_client else copt
           thetas[i], opt, out = self.calls.client(thetas[i], opt, phi_snap, data, idx, mask,
                                                   it, self.key, self.aug_key,
-                                                  np.int32(self.client_steps))
+                                                  np.int32(self.client_steps),
+                                                  decs[i] if decs else None)
+          if decs:
+            decs[i] = out.pop("dec")
           if self.per_client:
             copts[i] = opt
           else:
@@ -183,15 +202,19 @@ class SyncSflRunner:
       phi = new_phis[0] if len(new_phis) == 1 else self._mean(new_phis)
       self.server_updates += 1
     self.state = SflState(theta=self._aggregate(thetas, self.sizes[selected]), phi=phi,
-                          copt=copt, sopt=sopt)
+                          copt=copt, sopt=sopt,
+                          decoder=(self._aggregate([d for d, _ in decs], self.sizes[selected])
+                                   if decs else None))
     self.global_iters += 1
     c_out, s_out = jax.device_get((c_out, s_out))
     c_loss = np.array([o["loss"] for o in c_out])
     s_loss = np.array([o["loss"] for o in s_out])
+    extra = ({} if "privacy_score" not in c_out[0] else
+             dict(privacy_score=float(np.mean([o["privacy_score"] for o in c_out]))))
     finite_check(self.global_iters, client_loss=c_loss, server_loss=s_loss,
                  client_gradient=[o["grad_finite"] for o in c_out],
                  server_gradient=[o["grad_finite"] for o in s_out])
-    return dict(server_updates=self.server_updates, client_steps=self.client_steps,
+    return dict(**extra, server_updates=self.server_updates, client_steps=self.client_steps,
                 simulated_time_s=self.t_now, client_loss=float(np.mean(c_loss)),
                 server_loss=float(np.mean(s_loss)), generated_per_update=0.0,
                 stats_fallbacks=0)

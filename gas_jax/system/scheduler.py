@@ -13,6 +13,7 @@ from typing import List
 
 import numpy as np
 
+from gas_jax.errors import RunError
 from gas_jax.system.timing import TimeModel
 
 
@@ -118,7 +119,7 @@ class GasScheduler:
 
   def load_state_dict(self, d: dict) -> None:
     if "joined" not in d:
-      raise ValueError("this checkpoint was written by an older gas-jax (before the paper's weight "
+      raise RunError("this checkpoint was written by an older gas-jax (before the paper's weight "
                        "tag progress n = tE + e was tracked); it cannot be resumed by this version: "
                        "start the run in a new workdir")
     self.rng.bit_generator.state = d["rng"]

@@ -168,17 +168,16 @@ def test_finished_run_rerun_is_a_no_op(finished_run, tmp_path):
 
 def test_finish_interrupted_before_the_summary_completes(finished_run, tmp_path):
   """Killed after the final checkpoint, before summary.json: the rerun restores the end and
-  writes the summary, its timings taken from the rows (not null)."""
+  writes the summary, with the iteration timings the checkpoint kept (not null)."""
   workdir = str(tmp_path / "run")
   shutil.copytree(finished_run, workdir)
   with open(os.path.join(workdir, "summary.json")) as f:
     want = json.load(f)
   os.remove(os.path.join(workdir, "summary.json"))
   summary = main_lib.run(_config(num_global_iters=2), workdir)
-  walls = [r["wall_time_s"] for r in metrics_lib.read_rows(workdir)]
-  assert summary["mean_iter_wall_s"] == pytest.approx(walls[1] - walls[0])
-  assert summary["first_iter_wall_s"] == pytest.approx(walls[0])
-  for key in ("final_accuracy", "best_accuracy", "global_iterations", "simulated_time_s"):
+  assert summary["mean_iter_wall_s"] is not None and summary["first_iter_wall_s"] is not None
+  for key in ("final_accuracy", "best_accuracy", "global_iterations", "simulated_time_s",
+              "mean_iter_wall_s", "first_iter_wall_s", "wall_time_s"):
     assert summary[key] == want[key], key
 
 

@@ -17,17 +17,43 @@ from gas_jax.registry import ALGORITHMS
     ("cpu", dict(cohort_size=1, server_chunk=32, vmap_seeds=False, conv_impl="im2col",
                  cohort_conv_impl="im2col", sampler="loop")),
     ("gpu", dict(cohort_size=0, server_chunk=0, vmap_seeds=True, conv_impl="xla",
-                 cohort_conv_impl="im2col", sampler="batched", cpu_threads=0)),
+                 cohort_conv_impl="im2col", sampler="batched")),
     ("tpu", dict(cohort_size=0, server_chunk=0, vmap_seeds=True, conv_impl="xla",
-                 cohort_conv_impl="xla", sampler="batched", cpu_threads=0)),
+                 cohort_conv_impl="xla", sampler="batched")),
 ])
 def test_automatic_choices_per_backend(backend, expected):
   plan = ExecutionPlan.resolve(digits.get_config(), backend=backend, device_count=4)
   assert plan.backend == backend and plan.devices == 4
   for field, value in expected.items():
     assert getattr(plan, field) == value, field
-  if backend == "cpu":
-    assert plan.cpu_threads == execution.available_cores() >= 1
+  assert plan.cpu_threads == execution.available_cores() >= 1
+
+
+def test_the_plan_says_how_the_run_executes():
+  """Server parts with BatchNorm run in one pass; the runs axis runs on one device, and event
+  by event in its host loop."""
+  from gas_jax.models import get_model   # noqa: PLC0415
+  c = digits.get_config()
+  bn = get_model("cnn_small_bn", "default", 10, (8, 8, 1))
+  plain = get_model("cnn_small", "default", 10, (8, 8, 1))
+  assert ExecutionPlan.resolve(c, backend="cpu", model=plain).server_chunk == 32
+  assert ExecutionPlan.resolve(c, backend="cpu", model=bn).server_chunk == 0
+  c.seeds = (0, 1)
+  loop = ExecutionPlan.resolve(c, backend="gpu", device_count=4)
+  assert loop.vmap_seeds and loop.cohort_size == 0 and loop.devices == 1
+  c.execution.vmap_seeds = 0
+  host = ExecutionPlan.resolve(c, backend="gpu", device_count=4)
+  assert not host.vmap_seeds and host.cohort_size == 1 and host.devices == 1
+
+
+def test_the_plan_picks_the_models_convolution():
+  """`plan.active()` sets the convolution every conv layer uses at trace time."""
+  from gas_jax.models import layers   # noqa: PLC0415
+  for conv, cohort in (("xla", "im2col"), ("im2col", "xla")):
+    with ExecutionPlan(conv_impl=conv, cohort_conv_impl=cohort).active():
+      assert layers.conv_impl() == conv and layers.cohort_conv_impl() == cohort
+      with layers.conv_scope("im2col"):       # an explicit scope still wins
+        assert layers.conv_impl() == "im2col"
 
 
 def test_explicit_fields_win_over_the_backend():

@@ -116,3 +116,34 @@ def test_a_finished_run_goes_straight_to_finish():
   run_loop(FakeRunner(), [lane], [Recorder(log)], num_iters=2)
   assert log == ["start", "finish", "close"]
   assert loop_lib.StopRequest().signum is None
+
+
+def test_a_runs_axis_checkpoint_of_the_previous_layout_is_upgraded():
+  """Host items written by the old multi-seed driver (pending outputs and elapsed time beside
+  the runner's state, 3-tuples of server outputs) load in the new layout."""
+  from gas_jax.callbacks import _upgrade   # noqa: PLC0415
+  old = dict(runner=dict(schedulers=[], client_steps=[3, 4]), client_hist=[[[0.5, True]], []],
+             server_hist=[[[0.7, True, 2.0]], [[0.6, True, 1.0, 2]]], walls=[[1.0], [2.0]],
+             last_end=[1.0, 2.0], elapsed=12.5, rows=[1, 1])
+  new = _upgrade(old, multi=True)
+  assert new["wall_time_s"] == 12.5 and new["rows"] == [1, 1] and new["walls"] == [[1.0], [2.0]]
+  assert new["runner"]["client_hist"] == [[[0.5, True]], []]
+  assert new["runner"]["server_hist"] == [[[0.7, True, 2.0, 0]], [[0.6, True, 1.0, 2]]]
+  assert new["runner"]["client_steps"] == [3, 4]
+  single = dict(runner=dict(client_steps=3), wall_time_s=4.0)     # single runs: unchanged
+  assert _upgrade(single, multi=False) is single
+
+
+def test_iteration_walls_leave_out_what_happens_after_a_row():
+  """A lane's wall time per iteration counts its runner work and evaluation, not the
+  checkpoint written after the previous row."""
+  import time   # noqa: PLC0415
+
+  class SlowAdvance(Callback):
+    def on_advance(self, loop, finished):
+      time.sleep(0.2)         # a slow checkpoint
+
+  lane = Lane(0, 0, None, "w")
+  run_loop(FakeRunner(), [lane], [SlowAdvance()], num_iters=3)
+  assert len(lane.walls) == 3 and max(lane.walls) < 0.1
+  assert lane.rows[-1]["wall_time_s"] >= 0.4     # the run's clock does include it

@@ -37,6 +37,18 @@ def test_same_config_and_resumable_fields_are_accepted():
   assert workdir_lib.differences(STORED, _with(seeds=()), 0) == []   # tuple vs stored list
 
 
+def test_the_execution_plan_and_new_execution_fields_never_block_a_resume():
+  """config.json's resolved plan follows the machine; `execution.*` fields added later (or
+  absent from an older config.json) are how the run executes, not what it computes."""
+  stored = dict(json.loads(json.dumps(STORED)),
+                execution_plan=dict(backend="gpu", cohort_size=0, server_chunk=0))
+  new = _with(execution__conv_impl="im2col", execution__sampler="loop",
+              execution__cpu_threads=1)
+  assert workdir_lib.differences(stored, new, 0) == []
+  assert workdir_lib.differences(stored, _with(optimizer__lr=0.5), 0) == [
+      "optimizer.lr: 0.01 -> 0.5"]
+
+
 def test_fields_that_change_the_past_are_named():
   diff = workdir_lib.differences(STORED, _with(optimizer__lr=0.05, seed=1, generate=1))
   assert diff == ["generate: True -> 1", "optimizer.lr: 0.01 -> 0.05", "seed: 0 -> 1"]

@@ -1,6 +1,6 @@
 """Tests for the square-root factor's modes beyond the exact default (gas_jax.stats): the
 low-rank truncation (probabilistic PCA), the memory each mode takes, and `make_room` (the
-merge's conditional compression as its own step). Shapes and helpers as in test_stats.py."""
+merge's conditional compression as its own step). Shapes and helpers: tests/helpers/stats_cases.py."""
 import chex
 import jax
 import jax.numpy as jnp
@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 
 from gas_jax import stats
-from test_stats import D, M, N, _check_against_numpy, _compressions, _cov, _rows
+from helpers.stats_cases import D, M, N
+from helpers.stats_cases import check_against_numpy as _check_against_numpy
+from helpers.stats_cases import compressions as _compressions
+from helpers.stats_cases import covariance as _cov
+from helpers.stats_cases import rows as _rows
 
 
 def test_lowrank_with_full_rank_equals_exact():

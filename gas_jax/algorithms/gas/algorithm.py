@@ -28,6 +28,7 @@ from gas_jax import optim
 from gas_jax.algorithms.gas import client, generation, server
 from gas_jax.algorithms.gas.state import (ActivationBuffer, Algorithm, ClientState, GasHParams,
                                           GasState, ServerState, stack)
+from gas_jax.privacy import regularisers
 
 tree_map = jax.tree_util.tree_map
 
@@ -40,8 +41,9 @@ def build(model, hp: GasHParams) -> Algorithm:
   c, b, m = hp.participating, hp.batch_size, hp.num_classes
   dim = int(np.prod(model.activation_shape))
   tx = optim.make_transform(hp.optimizer, hp.momentum, hp.weight_decay, hp.clip_norm)
-  client_step, cohort_step = client.make_client(model, hp, tx, dim)
+  client_step, cohort_step, objective = client.make_client(model, hp, tx, dim)
   server_step, generate, compress = server.make_server(model, hp, tx, dim)
+  reg = regularisers.make(model, hp.privacy)
 
   def init(rng) -> GasState:
     theta, phi = model.init(rng)
@@ -51,6 +53,11 @@ def build(model, hp: GasHParams) -> Algorithm:
         model_sum=tree_map(jnp.zeros_like, theta), model_weight=jnp.zeros((), jnp.float32),
         client_opt=client_opt if hp.shared_momentum else stack(client_opt, c),
         global_iter=jnp.zeros((), jnp.int32))
+    if reg is not None and reg.inversion:   # the slots' simulated decoders (eq. 44)
+      dec, dec_opt = reg.init_decoder(rng)
+      client_state = client_state.replace(decoder=regularisers.GasDecoders(
+          slots=stack(dec, c), opt=stack(dec_opt, c), global_=dec,
+          total=tree_map(jnp.zeros_like, dec)))
     stats = generation.init_stats(hp, dim)
     last = None
     if hp.keep_last_batch:
@@ -68,4 +75,4 @@ def build(model, hp: GasHParams) -> Algorithm:
 
   return Algorithm(init=init, client_step=client_step, server_step=server_step,
                    hparams=hp, cohort_step=cohort_step, generate=generate,
-                   compress=compress)
+                   compress=compress, client_objective=objective)

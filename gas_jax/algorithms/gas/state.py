@@ -45,6 +45,7 @@ class GasHParams:
   sampler: str = ""             # square-root statistics sampler: "loop" | "batched" | "" (backend)
   relative_tags: bool = False   # tags relative to a running maximum ("exp"/"poly", `weighting`)
   server_bn_client_steps: bool = True  # REF: client-gradient forwards update phi's BN running stats
+  privacy: Any = None           # `privacy.regularisers.PrivacyHParams`; None: no regulariser (REF)
 
 
 @struct.dataclass
@@ -56,6 +57,7 @@ class ClientState:
   model_weight: jax.Array
   client_opt: Any        # shared (REF) or stacked per slot
   global_iter: jax.Array
+  decoder: Any = None    # privacy "inversion": `privacy.regularisers.GasDecoders`, else None
 
 
 @struct.dataclass
@@ -92,6 +94,7 @@ class Algorithm:
   cohort_step: Callable = None   # (ClientState, batch[L], rng) -> (ClientState, outputs[L])
   generate: Callable = None      # the server update's statistics and sampling (benchmarks)
   compress: Callable = None      # (ServerState, label) -> ServerState: one factor compression
+  client_objective: Callable = None  # (p, theta, batch, rng, dec) -> (loss, aux): the client loss
 
 
 def stack(tree, n):
