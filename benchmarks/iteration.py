@@ -5,8 +5,9 @@ and this machine's measured fp32 matmul peak (one run, so the ratios are compara
     python -m benchmarks.run iteration --config=configs/cifar10.py --out=/tmp/bench.json --iters=2
 
 With the dataset absent it uses synthetic inputs of the dataset's shapes. Writes JSON with:
-device, matmul_peak_gflops (the median of the fp32 matmul rates measured at the start and
-before every timed iteration, or with --nopeak_each_iter at the start and after the timed
+device, precision (`execution.precision`), matmul_bf16_peak_gflops (the bfloat16 matmul rate
+beside the fp32 one: the ceiling of precision=bf16), matmul_peak_gflops (the median of the
+fp32 matmul rates measured at the start and before every timed iteration, or with --nopeak_each_iter at the start and after the timed
 iterations; their range in matmul_peak_gflops_range: on a shared VM the rate
 drifts by several per cent within minutes), flops_per_global_iter (necessary arithmetic counted from the model:
 per client step the client forward and backward plus the server forward and its input-gradient
@@ -28,7 +29,7 @@ import numpy as np
 from absl import flags
 
 from benchmarks import common
-from benchmarks.timing import matmul_peak_gflops
+from benchmarks.timing import bf16_matmul_peak_gflops, matmul_peak_gflops
 from gas_jax import config as config_lib
 from gas_jax import runners  # noqa: F401  (fills ALGORITHMS)
 from gas_jax import stats as stats_lib
@@ -139,6 +140,8 @@ def main(argv) -> dict:
       device=common.device_name(),
       num_devices=jax.device_count(), config=config.data.name, model=f"{m.name}/{m.split}",
       synthetic_data=synthetic, matmul_peak_gflops=peak,
+      matmul_bf16_peak_gflops=bf16_matmul_peak_gflops(fv.peak_size),
+      precision=ctx.plan.precision,
       matmul_peak_gflops_range=[float(min(peaks)), float(max(peaks))],
       flops_per_global_iter=flops_iter, wall_s_per_global_iter=wall,
       wall_over_flops_at_peak=wall / (flops_iter / (peak * 1e9)),

@@ -99,9 +99,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.execution.cohort_conv_impl = ""  # vmapped cohorts: "" auto (TPU xla, else im2col) | im2col | xla
   c.execution.sampler = ""         # square-root statistics: "" auto (CPU loop, else batched) | loop | batched
   c.execution.cpu_threads = 0      # CPU cores of this process: 0 all it may use | N the first N
+  c.execution.precision = "float32"  # float32 | tf32 | bf16 (models in bfloat16, float32 params/stats)
   c.checkpoint_every = 10        # global iterations between checkpoints (also on SIGTERM/SIGINT)
   c.checkpoints_to_keep = 2
   c.eval_batch_size = 1000
+  c.eval_examples = 0            # test accuracy on N test images, one fixed draw for every method and seed (0 = all)
   c.log_every_s = 10.0
   # Baselines (spec §2): REF semantics by default; published variants as options.
   c.fedbuff = ml_collections.ConfigDict()

@@ -148,8 +148,9 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
     _fail("execution.devices", config.execution.devices, "0 (all local devices) or N >= 1")
   for f, allowed in (("conv_impl", ("", "im2col", "xla")),
                      ("cohort_conv_impl", ("", "im2col", "xla")),
-                     ("sampler", ("", "loop", "batched"))):
-    if config.execution.get(f, "") not in allowed:
+                     ("sampler", ("", "loop", "batched")),
+                     ("precision", ("float32", "tf32", "bf16"))):
+    if config.execution.get(f, allowed[0]) not in allowed:
       _fail(f"execution.{f}", config.execution.get(f), f"one of {list(allowed)}")
   threads = config.execution.get("cpu_threads", 0)
   if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
@@ -158,6 +159,9 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
     _fail("execution.compilation_cache_dir", config.execution.compilation_cache_dir,
           "a directory path, or \"\" (no persistent compilation cache)")
   _positive_int(config, "eval_batch_size")
+  n = _get(config, "eval_examples")
+  if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    _fail("eval_examples", n, "must be an integer >= 0 (0 = the whole test split)")
   _positive_int(config, "checkpoint_every")
   _positive_int(config, "checkpoints_to_keep")
   _positive(config, "log_every_s")
@@ -230,9 +234,12 @@ def _check_workdir(workdir: str) -> None:
 
 
 def validate_with_data(config: ml_collections.ConfigDict, num_classes: int,
-                       num_train: int) -> None:
+                       num_train: int, num_test: int) -> None:
   """Checks that need the dataset (class count, sizes), still before any training."""
   k = config.clients.num
+  if config.get("eval_examples", 0) > num_test:
+    _fail("eval_examples", config.eval_examples,
+          f"must be <= the {num_test} test images (0 = all of them)")
   if config.data.partition == "shard" and (config.data.shards * k) % num_classes:
     _fail("data.shards", config.data.shards,
           f"data.shards * clients.num ({config.data.shards} * {k}) must be divisible by the "

@@ -19,7 +19,7 @@ from gas_jax.data import partition as partition_lib
 from gas_jax.data import sources
 from gas_jax.data.clients import ClientData
 from gas_jax.data.dataset import Dataset
-from gas_jax.models.registry import get_model
+from gas_jax.models.registry import get_model, with_precision
 from gas_jax.system import timing
 
 
@@ -57,7 +57,7 @@ def build_context(config: ml_collections.ConfigDict, like: Optional[RunContext] 
   and device-resident train set are shared instead of being loaded and uploaded again."""
   ds = like.dataset if like is not None else sources.load_dataset(config.data.name,
                                                                   config.data.dir or None)
-  config_lib.validate_with_data(config, ds.num_classes, len(ds.y_train))
+  config_lib.validate_with_data(config, ds.num_classes, len(ds.y_train), len(ds.y_test))
   model = get_model(config.model.name, config.model.split, ds.num_classes, ds.input_shape)
   parts = partition_lib.partition(
       ds.y_train, config.clients.num, config.data.partition, num_classes=ds.num_classes,
@@ -77,6 +77,6 @@ def build_context(config: ml_collections.ConfigDict, like: Optional[RunContext] 
   else:
     x, y = jnp.asarray(ds.x_train), jnp.asarray(ds.y_train)
   data = dict(x=x, y=y, log_prior=jnp.asarray(clients.logit_adjustment()))
-  return RunContext(config=config, dataset=ds, model=model, clients=clients,
-                    time_model=times, data=data,
-                    plan=plan or execution.ExecutionPlan.resolve(config, model=model))
+  plan = plan or execution.ExecutionPlan.resolve(config, model=model)
+  return RunContext(config=config, dataset=ds, model=with_precision(model, plan.precision),
+                    clients=clients, time_model=times, data=data, plan=plan)

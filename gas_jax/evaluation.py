@@ -6,9 +6,23 @@ import jax.numpy as jnp
 import numpy as np
 
 
+# The draw of `test_images` is fixed (not the run's seed): every method and seed of a
+# comparison is scored on the same images.
+EVAL_DRAW_SEED = 0
+
+
+def test_images(ds, n: int):
+  """(x, y) of the test images the accuracy is measured on: all of them for n = 0, else n of
+  them drawn once without replacement (`EVAL_DRAW_SEED`), in their file order."""
+  if not n or n >= len(ds.y_test):
+    return ds.x_test, ds.y_test
+  idx = np.sort(np.random.default_rng(EVAL_DRAW_SEED).permutation(len(ds.y_test))[:n])
+  return ds.x_test[idx], ds.y_test[idx]
+
+
 class Evaluator:
-  """Accuracy and mean CE of (client, server) params over the whole test set, in fixed-size
-  padded batches scanned inside one jitted call."""
+  """Accuracy and mean CE of (client, server) params over the given test images (all of them,
+  or `test_images`' fixed draw), in fixed-size padded batches scanned inside one jitted call."""
 
   def __init__(self, model, x_test, y_test, batch_size: int):
     n = x_test.shape[0]

@@ -4,7 +4,8 @@
 for the backend") into concrete values. The run logs the plan at start and writes it into
 config.json (key `execution_plan`), so a run says how it ran. None of these choices changes the
 numbers beyond float32 rounding (tests/runners/test_equivalence.py, tests/run/test_multiseed.py);
-they change the speed. Tests build a plan directly (`ExecutionPlan(...)`) instead of depending on
+they change the speed. The one exception is `precision`, which is the user's choice (never
+automatic) and fixed for the life of a run (a resume may not change it: `gas_jax.workdir`). Tests build a plan directly (`ExecutionPlan(...)`) instead of depending on
 the machine they run on (like fedjax's `for_each_client` backends).
 
 | field | choices | automatic (CPU / GPU / TPU) |
@@ -17,6 +18,13 @@ the machine they run on (like fedjax's `for_each_client` backends).
 | `sampler` | square-root statistics sampler: `loop` or `batched` | loop / batched / batched |
 | `devices` | devices of the cohort mesh | all devices (`jax.device_count()`) |
 | `cpu_threads` | CPU cores this process may use (XLA's CPU thread pool follows them) | all it may use |
+| `precision` | `float32` (XLA's default for 32-bit matmuls and convolutions), `tf32` (TensorFloat-32 matmuls and convolutions), `bf16` (the models compute in bfloat16 with float32 parameters, optimiser states, losses and statistics) | float32 |
+
+`precision=float32` is today's numbers. Note that XLA's default already lets a recent NVIDIA GPU
+use TF32 inside float32 matmuls and a TPU use bfloat16 passes (JAX's "Matmul precision" docs); on
+the CPU it is exact float32, where `tf32` changes nothing. `bf16` casts every model apply's
+floating variables and input to bfloat16 and its outputs back to float32
+(`models.registry.SplitModel.compute_dtype`).
 
 Why these defaults (figures in docs/benchmarks.md): on the CPU vmapped convolutions are slower
 than a loop of single ones, XLA's native convolution reaches under half the matmul rate on these
@@ -35,6 +43,7 @@ from absl import logging
 from gas_jax.models import layers
 
 CONV_IMPLS = ("im2col", "xla")
+PRECISIONS = ("float32", "tf32", "bf16")
 SAMPLERS = ("loop", "batched")
 
 
@@ -85,6 +94,8 @@ class ExecutionPlan:
   sampler: str = "loop"
   devices: int = 1
   cpu_threads: int = 0
+  precision: str = "float32"
+  device: str = ""      # the first device's kind, e.g. "NVIDIA H200" ("" when not resolved here)
 
   @classmethod
   def resolve(cls, config, backend: Optional[str] = None, device_count: Optional[int] = None,
@@ -93,7 +104,10 @@ class ExecutionPlan:
     run will execute it: with the split `model`, a server part with BatchNorm or dropout runs in
     one pass (chunks would change its numbers); the runs axis (`config.seeds`) runs on one
     device, event by event in its host loop."""
-    backend = backend or jax.default_backend()
+    device = ""
+    if backend is None:
+      backend = jax.default_backend()
+      device = str(jax.devices()[0].device_kind)
     ex = config.execution
     cpu = backend == "cpu"
     cohort = ex.cohort_size if ex.cohort_size >= 0 else (1 if cpu else 0)
@@ -111,7 +125,8 @@ class ExecutionPlan:
     threads = available_cores()
     return cls(backend=backend, cohort_size=int(cohort), server_chunk=int(chunk),
                vmap_seeds=vmap, conv_impl=conv, cohort_conv_impl=cohort_conv, sampler=sampler,
-               devices=int(n_dev), cpu_threads=int(threads))
+               devices=int(n_dev), cpu_threads=int(threads),
+               precision=ex.get("precision", "float32"), device=device)
 
   def to_dict(self) -> Dict:
     return dataclasses.asdict(self)
@@ -121,11 +136,12 @@ class ExecutionPlan:
         self.cohort_size, f"cohorts of <= {self.cohort_size}")
     chunk = "one pass" if self.server_chunk == 0 else f"{self.server_chunk}-row chunks"
     threads = f", {self.cpu_threads} CPU cores"
-    return (f"execution plan on {self.backend}: client steps {cohorts} on {self.devices} "
+    where = f"{self.backend} ({self.device})" if self.device else self.backend
+    return (f"execution plan on {where}: client steps {cohorts} on {self.devices} "
             f"device(s), server update in {chunk}, seeds "
             f"{'vmapped' if self.vmap_seeds else 'in a host loop'}, convolutions "
             f"{self.conv_impl} (cohorts {self.cohort_conv_impl}), sampler {self.sampler}"
-            f"{threads}")
+            f"{threads}, precision {self.precision}")
 
   def log(self) -> None:
     logging.info("%s", self.describe())
@@ -134,6 +150,10 @@ class ExecutionPlan:
   def active(self):
     """Within it, the models' convolutions default to the plan's choices (at trace time: steps
     compiled inside keep them). The other choices reach the runners through `RunContext.plan`
-    and GAS's hyperparameters (`server_chunk`, `sampler`)."""
-    with layers.conv_defaults(self.conv_impl, self.cohort_conv_impl):
+    and GAS's hyperparameters (`server_chunk`, `sampler`). `precision=tf32` sets JAX's default
+    matmul precision to TensorFloat-32 here; bf16 is the model's compute dtype
+    (`RunContext.model`, set by `context.build_context`)."""
+    matmul = (jax.default_matmul_precision("tensorfloat32") if self.precision == "tf32"
+              else contextlib.nullcontext())
+    with layers.conv_defaults(self.conv_impl, self.cohort_conv_impl), matmul:
       yield self

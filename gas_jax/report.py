@@ -1,7 +1,9 @@
 """Comparison reports from run workdirs: a paper-style table and accuracy curves.
 
 Layout (written by `launch/compare.py`): ROOT/<partition>/<method>/seed<k>/ holding each run's
-summary.json and metrics.jsonl (`gas_jax.metrics`). Everything here only reads those files.
+summary.json and metrics.jsonl (`gas_jax.metrics`), or ROOT/<partition>/<method>/seed<k>.json,
+the same run packed into one file (`pack_run`, written by `launch/campaign.py`). Everything here
+only reads those files.
 
 - `results_table`: the layout of the paper's Table 1 - one row per method, one column per
   partition, mean ± std over seeds of summary.json's final_accuracy (mean test accuracy of the
@@ -39,11 +41,42 @@ def cell_dir(root: str, partition: str, method: str, seed: int) -> str:
   return os.path.join(root, partition, method, f"seed{seed}")
 
 
-def load_run(workdir: str) -> Optional[Tuple[Dict, List[Dict]]]:
-  """(summary, metrics rows) of a finished run, None if summary.json is missing."""
-  path = os.path.join(workdir, "summary.json")
+PACKED_FORMAT = "gas-jax packed cell 1"
+
+
+def packed_path(workdir: str) -> str:
+  """Where a cell's packed result lives: its workdir's path + ".json" (`launch/campaign.py`)."""
+  return os.path.normpath(workdir) + ".json"
+
+
+def pack_run(workdir: str, **extra) -> Dict:
+  """One finished run as one small JSON-able dict: its config.json, summary.json and
+  metrics.jsonl rows (no checkpoints), plus `extra` (e.g. the cell's wall time)."""
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = json.load(f)
+  summary, rows = load_run(workdir)
+  return dict(format=PACKED_FORMAT, config=config, summary=summary, metrics=rows, **extra)
+
+
+def read_packed(workdir: str) -> Optional[Dict]:
+  """The packed result of the cell at `workdir`, None if there is none."""
+  path = packed_path(workdir)
   if not os.path.exists(path):
     return None
+  with open(path) as f:
+    packed = json.load(f)
+  if packed.get("format") != PACKED_FORMAT:
+    raise ValueError(f"{path}: not a packed cell ({PACKED_FORMAT!r})")
+  return packed
+
+
+def load_run(workdir: str) -> Optional[Tuple[Dict, List[Dict]]]:
+  """(summary, metrics rows) of a finished run, None if summary.json is missing; a cell whose
+  folder holds no finished run is read from its packed result (`packed_path`) if it has one."""
+  path = os.path.join(workdir, "summary.json")
+  if not os.path.exists(path):
+    packed = read_packed(workdir)
+    return None if packed is None else (packed["summary"], packed["metrics"])
   with open(path) as f:
     summary = json.load(f)
   rows = []
@@ -105,15 +138,15 @@ def timing_table(root, methods, partitions, seeds, cells=None) -> str:
   lines = ["| method | " + " | ".join(f"{p} simulated s | {p} wall s" for p in partitions) + " |",
            "|---|" + "---|---|" * len(partitions)]
   for m in methods:
-    cells = []
+    row = []
     for p in partitions:
       runs = load_cell(root, p, m, seeds, cells)
       if runs:
-        cells += [f"{np.mean([s['simulated_time_s'] for s, _ in runs]):.1f}",
-                  f"{np.mean([s['wall_time_s'] for s, _ in runs]):.0f}"]
+        row += [f"{np.mean([s['simulated_time_s'] for s, _ in runs]):.1f}",
+                f"{np.mean([s['wall_time_s'] for s, _ in runs]):.0f}"]
       else:
-        cells += ["-", "-"]
-    lines.append(f"| {m} | " + " | ".join(cells) + " |")
+        row += ["-", "-"]
+    lines.append(f"| {m} | " + " | ".join(row) + " |")
   return "\n".join(lines) + "\n"
 
 

@@ -77,7 +77,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       runner = runners.make_runner(contexts, bool(config.seeds))
       ds, m = contexts[0].dataset, contexts[0].model
       metrics_lib.log_run(config, m)
-      evaluator = evaluation.Evaluator(m, ds.x_test, ds.y_test, config.eval_batch_size)
+      evaluator = evaluation.Evaluator(m, *evaluation.test_images(ds, config.get("eval_examples", 0)),
+                                       config.eval_batch_size)
       callbacks = callbacks_lib.standard(config, workdir, evaluator, plan.to_dict())
       return run_loop(runner, lanes, callbacks, config.num_global_iters, bool(config.seeds))
     finally:

@@ -37,9 +37,12 @@ RESUMABLE = frozenset({
     "log_every_s",
 })
 RESUMABLE_SECTIONS = ("execution.", "execution_plan.")
-# Sections added after runs were stored: a stored config without one continues when the new
-# config leaves its feature off (section prefix -> (switch field, its "off" value)).
-ADDED_SECTIONS = {"privacy.": ("privacy.method", "none")}
+# Sections and fields added after runs were stored: a stored config without one continues when
+# the new config leaves its feature off (prefix -> (switch field, its "off" value)).
+ADDED_SECTIONS = {"privacy.": ("privacy.method", "none"), "eval_examples": ("eval_examples", 0),
+                  "execution.precision": ("execution.precision", "float32")}
+# Execution fields that change the numbers: fixed for the life of a run.
+NOT_RESUMABLE = frozenset({"execution.precision"})
 CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
 _SHOWN = 6   # differing fields named in the message
@@ -73,7 +76,7 @@ def _same(a, b) -> bool:
 
 def resumable(key: str) -> bool:
   """Whether the (flattened) config field `key` may change when a run resumes."""
-  return key in RESUMABLE or key.startswith(RESUMABLE_SECTIONS)
+  return key not in NOT_RESUMABLE and (key in RESUMABLE or key.startswith(RESUMABLE_SECTIONS))
 
 
 def differences(stored: Dict, new: Dict, done_iters: int = 0) -> List[str]:

@@ -55,6 +55,10 @@ class SplitModel:
     client_model_bits: client_params * 32.
     full_model_bits: (client_params + server_params) * 32.
     stateful: the model pytree holds collections besides ``params``.
+    compute_dtype: "float32", or "bfloat16" for mixed precision (`execution.precision=bf16`):
+      every apply casts the parameters and the input to it and returns float32 outputs (running
+      statistics are kept and updated in float32), so parameters, optimiser states, losses and
+      everything downstream of an activation (GAS's statistics, eq. 11-12) stay float32.
   """
   name: str
   split: str
@@ -63,6 +67,7 @@ class SplitModel:
   input_shape: Tuple[int, ...]
   activation_shape: Tuple[int, ...]
   num_classes: int
+  compute_dtype: str = "float32"
   client_macs: int = dataclasses.field(init=False)
   server_macs: int = dataclasses.field(init=False)
   client_params: int = dataclasses.field(init=False)
@@ -119,14 +124,26 @@ class SplitModel:
   def _variables(self, part):
     return part if self.stateful else {"params": part}
 
+  def _apply(self, module, variables, x, **kwargs):
+    """module.apply in the compute dtype (see `compute_dtype`)."""
+    if self.compute_dtype == "float32":
+      return module.apply(variables, x, **kwargs)
+    dt = jnp.dtype(self.compute_dtype)
+    # Only the parameters are cast: BatchNorm's running statistics stay float32, so their
+    # moving averages accumulate in float32 (flax promotes the update, and its output follows
+    # the input and parameters: bfloat16).
+    low = {k: (_cast(v, dt) if k == "params" else v) for k, v in variables.items()}
+    out = module.apply(low, _cast(x, dt), **kwargs)
+    return _cast(out, jnp.float32)
+
   # -- evaluation mode ---------------------------------------------------------------------------
   def client_apply(self, client_part, x):
     """x [N, H, W, C] -> activation [N, *activation_shape] (evaluation mode)."""
-    return self.client.apply(self._variables(client_part), x)
+    return self._apply(self.client, self._variables(client_part), x)
 
   def server_apply(self, server_part, activation):
     """activation [N, *activation_shape] -> logits [N, num_classes] (evaluation mode)."""
-    return self.server.apply(self._variables(server_part), activation)
+    return self._apply(self.server, self._variables(server_part), activation)
 
   def full_apply(self, params_pair, x):
     """server(client(x)) for the unsplit FL baselines; params_pair = (client, server)."""
@@ -143,13 +160,13 @@ class SplitModel:
   # -- training mode -----------------------------------------------------------------------------
   def _train(self, module, part, x, rng, mask):
     if "train" not in inspect.signature(type(module).__call__).parameters:
-      return module.apply(self._variables(part), x), part
+      return self._apply(module, self._variables(part), x), part
     variables = self._variables(part)
     mutable = [c for c in variables if c != "params"]
     kwargs = dict(train=True, mask=mask, rngs={"dropout": rng} if rng is not None else {})
     if not mutable:
-      return module.apply(variables, x, **kwargs), part
-    y, updates = module.apply(variables, x, mutable=mutable, **kwargs)
+      return self._apply(module, variables, x, **kwargs), part
+    y, updates = self._apply(module, variables, x, mutable=mutable, **kwargs)
     return y, {**variables, **updates}
 
   def client_train(self, client_part, x, rng=None, mask=None):
@@ -170,6 +187,19 @@ class SplitModel:
     act, client_part = self.client_train(client_part, x, k_c, mask)
     logits, server_part = self.server_train(server_part, act, k_s, mask)
     return logits, (client_part, server_part)
+
+
+def _cast(tree, dtype):
+  """The floating leaves of `tree` as `dtype` (integer leaves, e.g. counters, unchanged)."""
+  return jax.tree_util.tree_map(
+      lambda a: a.astype(dtype) if jnp.issubdtype(jnp.result_type(a), jnp.floating) else a, tree)
+
+
+def with_precision(model: SplitModel, precision: str) -> SplitModel:
+  """The model computing in `execution.precision`'s dtype: bf16 -> bfloat16, else float32
+  (tf32 is a matmul precision, set by `ExecutionPlan.active`, not a dtype)."""
+  dtype = "bfloat16" if precision == "bf16" else "float32"
+  return model if model.compute_dtype == dtype else dataclasses.replace(model, compute_dtype=dtype)
 
 
 @functools.partial(jax.jit, static_argnums=0)

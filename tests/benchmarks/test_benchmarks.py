@@ -53,7 +53,8 @@ def test_matmul_peak_from_the_command_line(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   d = json.loads(out.read_text())
   assert d["matmul_size"] == 64
-  _positive(d, "matmul_peak_gflops", "matmul_default_precision_gflops")
+  _positive(d, "matmul_peak_gflops", "matmul_default_precision_gflops",
+            "matmul_bf16_peak_gflops")
 
 
 def test_unknown_benchmark_is_refused():
@@ -76,8 +77,10 @@ def test_qr(tmp_path):
 
 
 def test_iteration(tmp_path):
-  d = _run(tmp_path, "iteration", *TINY, "--iters=1", "--nonogen", "--gen_calls=12", *PEAK)
-  assert d["config"] == "digits" and not d["synthetic_data"]
+  d = _run(tmp_path, "iteration", *TINY, "--iters=1", "--nonogen", "--gen_calls=12", *PEAK,
+           "--config.execution.precision=bf16")
+  assert d["config"] == "digits" and not d["synthetic_data"] and d["precision"] == "bf16"
+  _positive(d, "matmul_bf16_peak_gflops")
   assert d["client_steps_per_iter"] == 2 and d["server_updates_per_iter"] == 1
   _positive(d, "wall_s_per_global_iter", "client_step_s", "server_update_s",
             "flops_per_global_iter", "matmul_peak_gflops", "generation_s", "generation_fraction",

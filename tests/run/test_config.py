@@ -50,6 +50,9 @@ CASES = [
     ("execution.vmap_seeds", 2, "allowed: -1, 0, 1"),
     ("execution.compilation_cache_dir", None, "a directory path"),
     ("seeds", (1, 1), "must be distinct"),
+    ("eval_examples", -1, "must be an integer >= 0"),
+    ("execution.precision", "fp16", "one of ['float32', 'tf32', 'bf16']"),
+    ("eval_examples", True, "must be an integer >= 0"),
 ]
 
 
@@ -79,7 +82,17 @@ def test_shards_not_divisible_by_classes():
   config_lib.validate(c)     # fine without the data...
   with pytest.raises(config_lib.ConfigError, match=r"^data\.shards=3 .*divisible by the number "
                      r"of classes \(10\)"):
-    config_lib.validate_with_data(c, num_classes=10, num_train=1437)
+    config_lib.validate_with_data(c, num_classes=10, num_train=1437, num_test=360)
+
+
+def test_eval_examples_beyond_the_test_split():
+  c = digits.get_config()
+  c.eval_examples = 361
+  config_lib.validate(c)
+  with pytest.raises(config_lib.ConfigError, match=r"^eval_examples=361 .*<= the 360 test"):
+    config_lib.validate_with_data(c, num_classes=10, num_train=1437, num_test=360)
+  c.eval_examples = 360
+  config_lib.validate_with_data(c, num_classes=10, num_train=1437, num_test=360)
 
 
 def test_unwritable_workdir(tmp_path):

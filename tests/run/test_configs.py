@@ -36,9 +36,11 @@ CONFIG_FILES = sorted(p.stem for p in (REPO / "configs").glob("*.py")
                       if not p.name.startswith("_"))
 # Documented arguments of configs that do not list them in an ARGS tuple.
 FALLBACK_ARGS = {"cifar10": ("shard2", "dir0.1")}
+NO_ARGS = ("digits", "privacy_fmnist")   # config files that take no argument
 # data.name -> (image shape, classes, real train-set size).
-DATASETS = {"digits": ((8, 8, 1), 10, 1437), "cifar10": ((32, 32, 3), 10, 50000),
-            "cinic10": ((32, 32, 3), 10, 90000), "fashion_mnist": ((28, 28, 1), 10, 60000)}
+DATASETS = {"digits": ((8, 8, 1), 10, 1437, 360), "cifar10": ((32, 32, 3), 10, 50000, 10000),
+            "cinic10": ((32, 32, 3), 10, 90000, 90000),
+            "fashion_mnist": ((28, 28, 1), 10, 60000, 10000)}
 AUGMENTED = ("cifar10", "cinic10")
 # Files whose first run is not slow (digits: test_train_e2e; configs/cifar10.py itself runs one
 # global iteration in the default suite through tests/run/test_real_runs.py, so here it is slow).
@@ -83,6 +85,7 @@ def _tiny(config):
   config.num_global_iters = 1
   config.clients.local_iters = 1
   config.data.min_size = 1
+  config.eval_examples = 0          # the synthetic test split is smaller than a config's N
   return config
 
 
@@ -116,7 +119,7 @@ def test_every_config_file_is_covered():
   assert {"digits", "cifar10", "cinic10", "fmnist", "fig2_fmnist", "table2_local_iters",
           "table3_clients", "table4_split", "table5_models"} <= set(CONFIG_FILES)
   for name in CONFIG_FILES:
-    if name != "digits":
+    if name not in NO_ARGS:
       assert _documented_args(name), f"configs/{name}.py documents no arguments (ARGS)"
 
 
@@ -139,8 +142,8 @@ def test_loads_and_validates(name, arg):
 @pytest.mark.parametrize("name,arg", _all_cases(), ids=lambda v: str(v))
 def test_partition_fits_the_real_dataset(name, arg):
   config = _load(name, arg)
-  _, classes, n_train = DATASETS[config.data.name]
-  config_lib.validate_with_data(config, classes, n_train)
+  _, classes, n_train, n_test = DATASETS[config.data.name]
+  config_lib.validate_with_data(config, classes, n_train, n_test)
   labels = (np.arange(n_train) % classes).astype(np.int32)
   parts = partition_lib.partition(
       labels, config.clients.num, config.data.partition, num_classes=classes, seed=config.seed,
@@ -172,7 +175,7 @@ def test_bad_argument_is_a_config_error(name, arg):
 def test_one_global_iteration(name, arg, compile_cache, monkeypatch, tmp_path):
   del compile_cache
   config = _tiny(_load(name, arg))
-  shape, classes, _ = DATASETS[config.data.name]
+  shape, classes = DATASETS[config.data.name][:2]
   n_train = 40 * config.clients.num
   requested = []
 

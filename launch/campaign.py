@@ -1,0 +1,216 @@
+r"""Runs an ordered plan of cells within a time budget, and packs each finished cell's results.
+
+    python launch/campaign.py --plan=launch/plans/fmnist_table1.txt --budget_s=780 --out=DIR \
+        [--jobs=1] [--config.x=v ...]
+
+Made for machines lent in slots (a GPU for ~15 minutes, start-up included): run it again in
+the next slot with the same --out (or a fresh one holding the packed results) and it goes on
+where the last one stopped.
+
+The plan: one cell per line, `CONFIG METHOD PARTITION SEED [--config.x=v ...]` (CONFIG as
+--config takes it, e.g. configs/fmnist.py; PARTITION shardN, dirALPHA or iid; `#` starts a
+comment), run in the file's order. The --config.x=v given here apply to every cell (e.g.
+--config.data.dir=...); a line's own overrides come after them.
+
+Each cell runs in DIR/runs/<config>/<partition>/<method>/seed<k> (checkpoints and all, as
+`python -m gas_jax.main`; an interrupted cell resumes there) and, once finished, is packed into
+ONE small file RESULTS/<config>/<partition>/<method>/seed<k>.json (RESULTS: --results,
+default DIR/results; its config.json,
+summary.json and metrics.jsonl rows, and the cell's wall time: `gas_jax.report.pack_run`), the
+files to copy back from the machine and commit. A cell whose packed result (or run folder)
+records it finished with this very config is skipped; one that holds another config is refused
+and reported, never mixed in. <config> is the config file's name with its argument, e.g.
+`fmnist:shard2` -> `fmnist_shard2`.
+
+The budget: no cell starts unless the longest measured wall time of its kind (its <config> and
+method; else of any cell measured: those packed before and this call's) says it ends within
+--budget_s of this start; with no measurement yet, the first cell runs alone. The cells of one call share DIR/xla_cache (XLA's
+persistent compilation cache). Exits non-zero if a cell failed; cells the budget left are listed.
+
+The table and plots of the packed results:
+`python launch/compare.py --config=CONFIG --methods=... --partitions=... --seeds=...
+--workdir=DIR/results/<config> --report_only` with the campaign's --config.x=v overrides
+(e.g. the same --config.data.dir: it is part of a run's identity).
+"""
+import json
+import os
+import shlex
+import sys
+from typing import List, Tuple
+
+from absl import app, flags, logging
+
+from gas_jax import cells, metrics, report
+from gas_jax import config as config_lib
+from gas_jax.errors import ConfigError, RunError
+
+_PLAN = flags.DEFINE_string("plan", None, "The plan file (see the module docstring).")
+_BUDGET = flags.DEFINE_float("budget_s", None, "Seconds this call may run cells for "
+                             "(default: no limit).")
+_OUT = flags.DEFINE_string("out", None, "The campaign's folder (runs/, results/, xla_cache/).")
+_JOBS = flags.DEFINE_integer("jobs", 1, "Cells at once; the CPU cores are split among them.")
+_RESULTS = flags.DEFINE_string("results", None, "Where the packed cells go (default DIR/results).")
+flags.mark_flags_as_required(["plan", "out"])
+
+_OWN = ("--config.algorithm", "--config.seed", "--config.data.partition", "--config.data.shards",
+        "--config.data.alpha")
+
+
+def config_label(config_arg: str) -> str:
+  """configs/fmnist.py:shard2 -> fmnist_shard2 (a folder name)."""
+  path, _, arg = config_arg.partition(":")
+  stem = os.path.splitext(os.path.basename(path))[0]
+  return stem + (("_" + arg.replace(":", "_")) if arg else "")
+
+
+def parse_plan(path: str) -> List[dict]:
+  """The plan's cells, in order: dict(config, method, partition, seed, overrides, line)."""
+  out = []
+  with open(path) as f:
+    for n, line in enumerate(f, 1):
+      words = shlex.split(line, comments=True)
+      if not words:
+        continue
+      if len(words) < 4 or not all(w.startswith("--config.") and "=" in w for w in words[4:]):
+        raise ConfigError(f"{path}:{n}: {line.strip()!r} is not 'CONFIG METHOD PARTITION SEED "
+                          "[--config.x=v ...]'")
+      try:
+        seed = int(words[3])
+      except ValueError:
+        raise ConfigError(f"{path}:{n}: seed {words[3]!r} must be an integer") from None
+      own = [w for w in words[4:] if w.split("=", 1)[0] in _OWN]
+      if own:
+        raise ConfigError(f"{path}:{n}: {own[0]} is set by the line's METHOD/PARTITION/SEED")
+      out.append(dict(config=words[0], method=words[1], partition=words[2], seed=seed,
+                      overrides=words[4:], line=n))
+  return out
+
+
+def load_config(config_arg: str, overrides: List[str]):
+  """The config of `--config=config_arg` with the --config.x=v overrides, as main would."""
+  from ml_collections import config_flags  # noqa: PLC0415
+  argv = ["campaign", f"--config={config_arg}", *overrides]
+  fv = flags.FlagValues()
+  # ml_collections reads the --config.x=v overrides from `sys_argv` (default: sys.argv).
+  config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
+                                  sys_argv=argv)
+  fv(argv)
+  return fv.config
+
+
+def make_cell(out: str, entry: dict, overrides: List[str]) -> cells.Cell:
+  """The plan entry's cell: runs in DIR/runs/<config>/..., packed to DIR/results/<config>/..."""
+  label = config_label(entry["config"])
+  cell_overrides = overrides + entry["overrides"]
+  base = load_config(entry["config"], cell_overrides)
+  p, m, s = entry["partition"], entry["method"], entry["seed"]
+  return cells.Cell(
+      name=f"{label}/{p}/{m}/seed{s}", kind=f"{label}/{m}",
+      workdir=report.cell_dir(os.path.join(out, "runs", label), p, m, s),
+      config=cells.grid_config(base, p, m, s),
+      argv=[f"--config={entry['config']}", *cell_overrides, f"--config.algorithm={m}",
+            f"--config.seed={s}", *cells.partition_flags(base, p)])
+
+
+def results_root(out: str) -> str:
+  """Where the packed cells go: --results, default DIR/results."""
+  return _RESULTS.value or os.path.join(out, "results")
+
+
+def result_dir(out: str, cell: cells.Cell) -> str:
+  """RESULTS/<config>/<partition>/<method>/seed<k> (its packed file: that + .json)."""
+  return os.path.join(results_root(out),
+                      os.path.relpath(cell.workdir, os.path.join(out, "runs")))
+
+
+def packed_cell(out: str, cell: cells.Cell) -> cells.Cell:
+  """The same cell, looked up in DIR/results."""
+  return cells.Cell(name=cell.name, workdir=result_dir(out, cell), config=cell.config,
+                    argv=cell.argv)
+
+
+def pack(out: str, cell: cells.Cell, wall_s) -> str:
+  """Writes the finished cell's packed result (atomically); returns its path."""
+  path = report.packed_path(result_dir(out, cell))
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  packed = report.pack_run(cell.workdir, cell=cell.name, cell_wall_s=wall_s)
+  metrics.atomic_write(path, json.dumps(packed, sort_keys=True) + "\n")
+  logging.info("packed %s", path)
+  return path
+
+
+def measured_times(out: str, labels) -> List[Tuple[str, float]]:
+  """(kind "<config>/<method>", wall seconds) of the cells packed in RESULTS/<config> before
+  this call, for the <config> labels given."""
+  times = []
+  for label in sorted(set(labels)):
+    folder = os.path.join(results_root(out), label)
+    for root, _, files in os.walk(folder):
+      for f in files:
+        if f.endswith(".json") and not f.startswith("."):   # not atomic_write's temporaries
+          with open(os.path.join(root, f)) as fh:
+            t = json.load(fh).get("cell_wall_s")
+          method = os.path.basename(root)
+          if isinstance(t, (int, float)):
+            times.append((f"{label}/{method}", float(t)))
+  return times
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.INFO)
+  out = _OUT.value
+  _, overrides = cells.user_args(sys.argv[1:], _OWN, "campaign.py")
+  overrides = overrides + cells.cache_args(out, overrides)
+  try:
+    plan = parse_plan(_PLAN.value)
+  except (OSError, ConfigError) as e:
+    sys.exit(f"error: {' '.join(str(e).split())}")
+  grid = []
+  for e in plan:
+    try:
+      grid.append(make_cell(out, e, overrides))
+      config_lib.validate(grid[-1].config)
+    except (ConfigError, RunError, flags.Error, ValueError) as err:
+      sys.exit(f"error: {_PLAN.value}:{e['line']}: {' '.join(str(err).split())}")
+  todo, failed, done = [], [], 0
+  for c in grid:
+    try:
+      packed, run = cells.packed_state(packed_cell(out, c)), cells.state(c)
+    except (ValueError, RunError) as e:
+      sys.exit(f"error: {c.name}: {' '.join(str(e).split())}")
+    if packed == "done":
+      done += 1
+    elif packed != "missing":
+      logging.error("%s: %s %s; not run", c.name, report.packed_path(result_dir(out, c)), packed)
+      failed.append(c.name)
+    elif run == "done":          # finished but not packed (e.g. stopped in between): pack it
+      pack(out, c, None)
+      done += 1
+    elif run == "todo":
+      todo.append(c)
+    else:
+      logging.error("%s: %s %s; not run", c.name, c.workdir, run)
+      failed.append(c.name)
+  logging.info("plan %s: %d cells, %d done, %d to run", _PLAN.value, len(grid), done, len(todo))
+  prior = measured_times(out, [c.name.split("/")[0] for c in todo])
+  outcome = cells.run_cells(todo, _JOBS.value, budget_s=_BUDGET.value, prior_times=prior,
+                            on_finished=lambda cell, took: pack(out, cell, took))
+  failed += outcome.failed
+  if outcome.deferred:
+    logging.info("left for the next call (budget): %s", ", ".join(outcome.deferred))
+  print(json.dumps(dict(finished=sorted(outcome.finished), deferred=outcome.deferred,
+                        failed=failed, already_done=done)))
+  if failed:
+    sys.exit("error: failed cells (see their logs or the lines above): " + ", ".join(failed))
+
+
+def _parse_flags(argv):
+  """absl's parser for this script's own flags; the --config.x=v overrides are read from
+  sys.argv by `cells.user_args` (absl knows no `config` flag here)."""
+  return flags.FLAGS([a for a in argv if not a.startswith("--config.")])
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)
