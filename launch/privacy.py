@@ -128,8 +128,9 @@ def main(argv):
   overrides = given + cells.cache_args(root, given)
   keys = [(p, d, s) for p in _SPLITS.value for d in _DEFENCES.value for s in seeds]
   try:
-    labels = [report.defence_label(*parse_defence(d)) for d in _DEFENCES.value]
-    if len(set(labels)) < len(labels):
+    label_of = {d: report.defence_label(*parse_defence(d)) for d in _DEFENCES.value}
+    labels = [label_of[d] for d in _DEFENCES.value]
+    if len(set(labels)) < len(_DEFENCES.value):
       raise ValueError(f"--defences={','.join(_DEFENCES.value)} names a defence twice")
     grid = {k: make_cell(root, config, config_arg, overrides, *k) for k in keys}
     states = {k: cells.state(c) for k, c in grid.items()}
@@ -140,7 +141,7 @@ def main(argv):
   logging.info("%d cells, %d already done, %d to run with %d job(s)", len(keys),
                sum(st == "done" for st in states.values()), len(todo), _JOBS.value)
   failed += cells.run_cells(todo, _JOBS.value).failed
-  done = {(p, report.defence_label(*parse_defence(d)), s) for p, d, s in keys
+  done = {(p, label_of[d], s) for p, d, s in keys
           if cells.state(grid[(p, d, s)]) == "done"}
   a = attack_settings()
   header = [f"Cells: `{config_arg}` {' '.join(given)} with "

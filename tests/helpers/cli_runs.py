@@ -1,5 +1,5 @@
-"""Running `python -m gas_jax.main` from tests: the command, a finished run, its rows (shared by
-the subprocess tests; not a test module)."""
+"""Running `python -m gas_jax.main` from tests: the command, a finished run, its rows, and the
+short digits config of the bad-input tests (shared by the tests; not a test module)."""
 import hashlib
 import json
 import os
@@ -7,6 +7,21 @@ import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def short_digits_config(**overrides):
+  """configs/digits.py, one short global iteration, with dotted-key overrides ('a__b' = a.b)."""
+  from configs import digits  # noqa: PLC0415
+  c = digits.get_config()
+  c.num_global_iters = 1
+  c.clients.local_iters = 1
+  for key, value in overrides.items():
+    node, parts = c, key.split("__")
+    for p in parts[:-1]:
+      node = node[p]
+    with c.unlocked():
+      node[parts[-1]] = value
+  return c
 
 
 def main_cmd(workdir, args, *extra):

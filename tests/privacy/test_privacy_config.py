@@ -4,24 +4,13 @@ import os
 
 import pytest
 
-from configs import digits
+from helpers.cli_runs import short_digits_config
 from gas_jax import config as config_lib
 from gas_jax import main as main_lib
 from gas_jax.errors import ConfigError
 
 
-def _config(**overrides):
-  """configs/digits.py with dotted-key overrides ('a__b' = a.b)."""
-  c = digits.get_config()
-  c.num_global_iters = 1
-  c.clients.local_iters = 1
-  for key, value in overrides.items():
-    node, parts = c, key.split("__")
-    for p in parts[:-1]:
-      node = node[p]
-    with c.unlocked():
-      node[parts[-1]] = value
-  return c
+_config = short_digits_config
 
 
 BAD = [

@@ -17,7 +17,7 @@ import pytest
 from helpers import cli_runs
 
 from configs import digits
-from helpers.cli_runs import ROOT
+from helpers.cli_runs import ROOT, short_digits_config
 from gas_jax import checkpoint
 from gas_jax import main as main_lib
 from gas_jax import metrics as metrics_lib
@@ -26,18 +26,7 @@ from gas_jax import weighting
 INF = float("inf")
 
 
-def _config(**overrides):
-  """configs/digits.py, one short global iteration, with dotted-key overrides ('a__b' = a.b)."""
-  c = digits.get_config()
-  c.num_global_iters = 1
-  c.clients.local_iters = 1
-  for key, value in overrides.items():
-    node, parts = c, key.split("__")
-    for p in parts[:-1]:
-      node = node[p]
-    with c.unlocked():
-      node[parts[-1]] = value
-  return c
+_config = short_digits_config
 
 
 def _error(config, workdir, overwrite=False) -> str:
