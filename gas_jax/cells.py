@@ -1,25 +1,23 @@
 """Cells of an experiment grid, each run as its own `python -m gas_jax.main` process.
 
 The launchers (`launch/compare.py`, `launch/privacy.py`, `launch/campaign.py`) share this: a
-cell is a workdir with the config its run must hold; it is "done" when that workdir's
-summary.json records this very config finished, "todo" when it is empty or holds an unfinished
-run of this config (which then resumes from its checkpoint), and refused otherwise (a run of
-other overrides is never reused or overwritten). `run_cells` runs the todo cells, `jobs` at a
-time, each process pinned to its share of the CPU cores (`execution.core_slots`), with its
-output in the cell's log.txt, and with a time budget starts no cell it cannot finish.
+cell is a workdir with the config its run must hold. `resolve` / `resolve_grid` say which of its
+files counts (`gas_jax.cell_results`: its run folder or its packed file, one source of truth,
+unreadable files named): "done" when it holds this very config finished, "todo" when it is empty
+or holds an unfinished run of this config (which then resumes from its checkpoint), and refused
+otherwise (a run of other overrides is never reused or overwritten). Running them:
+`gas_jax.cell_processes`.
 """
 import dataclasses
 import os
-import subprocess
 import sys
-import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence
 
 from absl import logging
 
+from gas_jax import cell_results
 from gas_jax import config as config_lib
-from gas_jax import execution, report
-from gas_jax import workdir as workdir_lib
+from gas_jax.errors import RunError
 
 
 @dataclasses.dataclass
@@ -64,32 +62,17 @@ def grid_config(config, partition: str, method: str, seed: int):
   return c
 
 
+def resolve(cell: Cell, packed_file: Optional[str] = None) -> cell_results.Resolved:
+  """The cell's one source of truth (`cell_results.resolve`): its run folder, or its packed
+  file `packed_file` (`report.packed_path`), if it has one."""
+  return cell_results.resolve(cell.workdir, cell.config, packed_file)
+
+
 def run_state(cell: Cell) -> str:
-  """'done' (finished with this config), 'todo', or why the cell's workdir cannot be used."""
-  wd = cell.workdir
-  stored = workdir_lib.read_stored_config(wd) if os.path.isdir(wd) else None
-  if stored is not None:
-    diff = workdir_lib.differences(stored, cell.config.to_dict(), workdir_lib.done_iterations(wd))
-    if diff:
-      return f"holds a run with another config ({'; '.join(diff[:4])})"
-  if workdir_lib.finished_summary(wd, cell.config.num_global_iters) is not None:
-    return "done"
-  return "todo"
-
-
-def packed_state(cell: Cell) -> str:
-  """Like run_state, for a cell kept only as its packed result (`report.packed_path`):
-  'done' if it records this config finished, 'missing' if there is none."""
-  packed = report.read_packed(cell.workdir)
-  if packed is None:
-    return "missing"
-  diff = workdir_lib.differences(packed["config"], cell.config.to_dict(),
-                                 packed["summary"].get("global_iterations", 0))
-  if diff:
-    return f"holds a run with another config ({'; '.join(diff[:4])})"
-  if packed["summary"].get("global_iterations") != cell.config.num_global_iters:
-    return "missing"
-  return "done"
+  """'done' (its run folder holds it finished with this config), 'todo', or why the cell's
+  workdir cannot be used (its packed file is not looked at)."""
+  r = resolve(cell)
+  return r.why if r.state == "refused" else r.state
 
 
 def state(cell: Cell) -> str:
@@ -98,14 +81,36 @@ def state(cell: Cell) -> str:
   return "todo" if s == "done" and not cell.after_done() else s
 
 
-def refused(states: Dict, cells_by_key: Dict) -> List[str]:
-  """Logs every cell whose workdir holds another run (state not 'todo'/'done'/'missing') and
-  returns their workdirs: the launchers report them as failed and never run them."""
+def resolve_grid(grid: Dict, packed_file: Callable[[Cell], Optional[str]] = lambda c: None):
+  """key -> Resolved for every cell of `grid` (key -> Cell), each warning logged. Every
+  unreadable results file of the grid's cells (and every cell whose run folder and packed file
+  disagree) is logged, one line each naming the file, then RunError: a cell that is needed is
+  never guessed."""
+  out, errors = {}, []
+  for k, c in grid.items():
+    try:
+      out[k] = resolve(c, packed_file(c))
+    except RunError as e:
+      errors.append(f"{c.name}: {' '.join(str(e).split())}")
+      logging.error("%s", errors[-1])
+      continue
+    for note in out[k].notes:
+      logging.warning("%s: %s", c.name, note)
+  if errors:
+    raise RunError(f"{len(errors)} cell(s) above have unreadable or "
+                   "conflicting results files: repair or move them away; nothing was run or "
+                   "written")
+  return out
+
+
+def refused(resolved: Dict, grid: Dict) -> List[str]:
+  """Logs every refused cell (its files hold another run, or disagree) and returns their
+  names: the launchers report them as failed and never run them."""
   out = []
-  for k, st in states.items():
-    if st not in ("todo", "done", "missing"):
-      logging.error("%s %s: not run; use another --workdir", cells_by_key[k].workdir, st)
-      out.append(cells_by_key[k].workdir)
+  for k, r in resolved.items():
+    if r.state == "refused":
+      logging.error("%s: %s; not run", grid[k].name, r.why)
+      out.append(grid[k].name)
   return out
 
 
@@ -145,122 +150,3 @@ def cache_args(root: str, overrides: Sequence[str]) -> List[str]:
     return []
   return [f"{key}={os.path.abspath(os.path.join(root, 'xla_cache'))}"]
 
-
-@dataclasses.dataclass
-class Outcome:
-  """What `run_cells` did: cells finished (name -> wall seconds), failed (log paths), and
-  the ones the budget left for later."""
-  finished: Dict[str, float] = dataclasses.field(default_factory=dict)
-  failed: List[str] = dataclasses.field(default_factory=list)
-  deferred: List[str] = dataclasses.field(default_factory=list)
-
-
-class _Job:
-  """A cell's commands run one after the other in one process slot."""
-
-  def __init__(self, cell: Cell, slot: int, cores):
-    self.cell, self.slot, self.t0 = cell, slot, time.time()
-    commands = []
-    if run_state(cell) != "done":
-      commands.append([sys.executable, "-m", "gas_jax.main", *cell.argv,
-                       f"--workdir={cell.workdir}"])
-    commands += [list(c) for c in cell.after]
-    self.commands = commands
-    self.pin = ((lambda: os.sched_setaffinity(0, cores))
-                if hasattr(os, "sched_setaffinity") else None)   # (not on macOS: no pinning)
-    os.makedirs(cell.workdir, exist_ok=True)
-    self.log = open(os.path.join(cell.workdir, "log.txt"), "a")
-    self.proc = None
-    self.returncode = None
-    self._next()
-
-  def _next(self):
-    cmd = self.commands.pop(0)
-    self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT,
-                                 preexec_fn=self.pin)
-
-  def poll(self) -> bool:
-    """Whether the job has ended (its returncode is then set)."""
-    if self.proc.poll() is None:
-      return False
-    if self.proc.returncode == 0 and self.commands:
-      self._next()
-      return False
-    self.returncode = self.proc.returncode
-    self.log.close()
-    return True
-
-
-def estimate_s(cell: Cell, times: Sequence[Tuple[str, float]]) -> Optional[float]:
-  """The wall time to expect of `cell`: the longest measured cell of its kind, else the
-  longest measured cell of any kind (methods differ: the longest, not the mean, so that a
-  budget is not overrun), None without any measurement."""
-  same = [t for k, t in times if k == cell.kind]
-  every = [t for _, t in times]
-  return max(same) if same else (max(every) if every else None)
-
-
-def run_cells(cells: Sequence[Cell], jobs: int = 1, budget_s: Optional[float] = None,
-              prior_times: Sequence[Tuple[str, float]] = (),
-              on_finished: Optional[Callable[[Cell, float], None]] = None) -> Outcome:
-  """Runs the cells (todo ones only, in order), `jobs` at a time; `on_finished(cell, wall_s)`
-  as each one succeeds (an exception there fails that cell, not the others).
-
-  With `budget_s`, no cell starts unless it is expected to end within the budget (counted from
-  this call): the expectation is `estimate_s` over `prior_times` ((kind, seconds) of cells
-  measured before, e.g. in an earlier slot) and the cells finished in this call; with no
-  measurement at all, the first cell starts alone (unless the budget is already spent) and the
-  next ones wait for its time.
-  """
-  out = Outcome()
-  todo = [c for c in cells if state(c) == "todo"]
-  times = list(prior_times)
-  start = time.time()
-  slots = execution.core_slots(jobs)
-  free = list(range(len(slots)))
-  running: List[_Job] = []
-  logging.info("job slots on CPU cores %s (%d cores available); %d cell(s) to run", slots,
-               execution.available_cores(), len(todo))
-  while todo or running:
-    while todo and free:
-      if budget_s is not None:
-        estimate = estimate_s(todo[0], times)
-        elapsed = time.time() - start
-        if estimate is None and running:
-          break       # wait for the first measurement before starting another cell
-        # A running cell started earlier may still finish; a new one needs its whole estimate.
-        if elapsed + (estimate or 0.0) > budget_s or elapsed >= budget_s:
-          out.deferred += [c.name for c in todo]
-          logging.info("budget: %.0f s of %.0f s used, the next cell takes ~%s s: %d cell(s) "
-                       "left for later", elapsed, budget_s,
-                       "?" if estimate is None else f"{estimate:.0f}", len(todo))
-          todo = []
-          break
-      cell = todo.pop(0)
-      slot = free.pop(0)
-      running.append(_Job(cell, slot, slots[slot]))
-    time.sleep(0.2)
-    for job in list(running):
-      if not job.poll():
-        continue
-      running.remove(job)
-      free.append(job.slot)
-      took = time.time() - job.t0
-      ok = job.returncode == 0
-      if ok:
-        times.append((job.cell.kind, took))
-        logging.info("%s done in %.0f s (total %.0f s)", job.cell.name, took,
-                     time.time() - start)
-        if on_finished is not None:
-          try:
-            on_finished(job.cell, took)
-          except Exception as e:  # noqa: BLE001  (reported as this cell's failure)
-            logging.error("%s: finished, but %s: %s", job.cell.name, type(e).__name__, e)
-            ok = False
-      if ok:
-        out.finished[job.cell.name] = took
-      else:
-        out.failed.append(os.path.join(job.cell.workdir, "log.txt"))
-        if job.returncode:
-          logging.info("%s FAILED (exit %d) in %.0f s", job.cell.name, job.returncode, took)
-  return out

@@ -287,15 +287,24 @@ def validate_time_model(config: ml_collections.ConfigDict, time_model) -> None:
 
 
 def apply_partition_arg(config: ml_collections.ConfigDict, arg: str) -> None:
-  """Config argument 'shard2', 'shard4', 'dir0.1', 'iid' -> data.partition/shards/alpha."""
+  """Config argument 'shard2', 'shard4', 'dir0.1', 'iid' -> data.partition/shards/alpha; a
+  label that names no partition (shard0, dir-1, dirnan, dirinf, ...) raises ConfigError."""
+  bad = ConfigError(f"partition {arg!r} is invalid: use shardN (N >= 1 labels per client), "
+                    "dirALPHA (a finite ALPHA > 0) or iid")
   try:
     if arg.startswith("shard"):
-      config.data.partition, config.data.shards = "shard", int(arg[5:] or 2)
+      shards = int(arg[5:] or 2)
+      if shards < 1:
+        raise bad
+      config.data.partition, config.data.shards = "shard", shards
     elif arg.startswith("dir"):
-      config.data.partition, config.data.alpha = "dirichlet", float(arg[3:])
+      alpha = float(arg[3:])
+      if not (math.isfinite(alpha) and alpha > 0):
+        raise bad
+      config.data.partition, config.data.alpha = "dirichlet", alpha
     elif arg == "iid":
       config.data.partition = "iid"
     else:
-      raise ValueError(arg)
+      raise bad
   except ValueError:
-    raise ConfigError(f"config argument {arg!r} is invalid: use shardN, dirALPHA or iid") from None
+    raise bad from None

@@ -2,12 +2,13 @@
 
 Layout (written by `launch/compare.py`): ROOT/<partition>/<method>/seed<k>/ holding each run's
 summary.json and metrics.jsonl (`gas_jax.metrics`), or ROOT/<partition>/<method>/seed<k>.json,
-the same run packed into one file (`pack_run`, written by `launch/campaign.py`). Everything here
-only reads those files.
+the same run packed into one file (`pack_run`, written by `launch/campaign.py`). The tables and
+plots take the cells' results as given (`Results`: one source of truth per cell, chosen by
+`gas_jax.cell_results.resolve`); they never look for files themselves.
 
 - `results_table`: the layout of the paper's Table 1 - one row per method, one column per
-  partition, mean ± std over seeds of summary.json's final_accuracy (mean test accuracy of the
-  last 5 global iterations) in %, the best mean of each column in bold. The std is the population
+  partition, mean ± std over seeds of summary.json's final_accuracy (mean test accuracy of its
+  last evaluations) in %, the best mean of each column in bold. The std is the population
   std (numpy ddof=0; the paper does not say which); a cell with fewer finished seeds than asked
   says how many it has, a cell without any shows "-".
 - `plot_curves`: mean test accuracy against the simulated clock (or the global iteration), a
@@ -16,10 +17,13 @@ only reads those files.
 """
 import json
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import matplotlib
 import numpy as np
+
+from gas_jax import metrics as metrics_lib
+from gas_jax.errors import RunError
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -58,25 +62,12 @@ def pack_run(workdir: str, **extra) -> Dict:
   return dict(format=PACKED_FORMAT, config=config, summary=summary, metrics=rows, **extra)
 
 
-def read_packed(workdir: str) -> Optional[Dict]:
-  """The packed result of the cell at `workdir`, None if there is none."""
-  path = packed_path(workdir)
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    packed = json.load(f)
-  if packed.get("format") != PACKED_FORMAT:
-    raise ValueError(f"{path}: not a packed cell ({PACKED_FORMAT!r})")
-  return packed
-
-
 def load_run(workdir: str) -> Optional[Tuple[Dict, List[Dict]]]:
-  """(summary, metrics rows) of a finished run, None if summary.json is missing; a cell whose
-  folder holds no finished run is read from its packed result (`packed_path`) if it has one."""
+  """(summary, metrics rows) of a run folder, None if summary.json is missing (used by
+  `pack_run`; the launchers read their cells strictly through `gas_jax.cell_results`)."""
   path = os.path.join(workdir, "summary.json")
   if not os.path.exists(path):
-    packed = read_packed(workdir)
-    return None if packed is None else (packed["summary"], packed["metrics"])
+    return None
   with open(path) as f:
     summary = json.load(f)
   rows = []
@@ -87,12 +78,13 @@ def load_run(workdir: str) -> Optional[Tuple[Dict, List[Dict]]]:
   return summary, rows
 
 
-def load_cell(root, partition, method, seeds, cells=None) -> List[Tuple[Dict, List[Dict]]]:
-  """The finished runs of one table cell; `cells`: if given, only (partition, method, seed)
-  in it count (launch/compare.py passes the cells finished with the comparison's config)."""
-  runs = [load_run(cell_dir(root, partition, method, s)) for s in seeds
-          if cells is None or (partition, method, s) in cells]
-  return [r for r in runs if r is not None]
+Results = Dict[Tuple[str, str, int], Tuple[Dict, List[Dict]]]
+
+
+def load_cell(results: Results, partition, method, seeds) -> List[Tuple[Dict, List[Dict]]]:
+  """The finished runs of one table cell: those of `results` ((partition, method, seed) ->
+  (summary, rows), each cell's one source of truth, `cell_results.resolve`) for `seeds`."""
+  return [results[partition, method, s] for s in seeds if (partition, method, s) in results]
 
 
 def cell_stats(values: Sequence[float]) -> Tuple[float, float]:
@@ -100,13 +92,13 @@ def cell_stats(values: Sequence[float]) -> Tuple[float, float]:
   return float(np.mean(v)), float(np.std(v))
 
 
-def results_table(root: str, methods: Sequence[str], partitions: Sequence[str],
-                  seeds: Sequence[int], metric: str = METRIC, cells=None) -> str:
+def results_table(results: Results, methods: Sequence[str], partitions: Sequence[str],
+                  seeds: Sequence[int], metric: str = METRIC) -> str:
   """Markdown table: rows = methods, columns = partitions, mean ± std of `metric` in %."""
   stats = {}
   for p in partitions:
     for m in methods:
-      vals = [100.0 * s[metric] for s, _ in load_cell(root, p, m, seeds, cells)]
+      vals = [100.0 * s[metric] for s, _ in load_cell(results, p, m, seeds)]
       if vals:
         stats[p, m] = (*cell_stats(vals), len(vals))
   best = {}
@@ -133,14 +125,14 @@ def results_table(root: str, methods: Sequence[str], partitions: Sequence[str],
   return "\n".join(lines) + "\n"
 
 
-def timing_table(root, methods, partitions, seeds, cells=None) -> str:
+def timing_table(results: Results, methods, partitions, seeds) -> str:
   """Mean simulated time and wall time of the finished runs, per method and partition."""
   lines = ["| method | " + " | ".join(f"{p} simulated s | {p} wall s" for p in partitions) + " |",
            "|---|" + "---|---|" * len(partitions)]
   for m in methods:
     row = []
     for p in partitions:
-      runs = load_cell(root, p, m, seeds, cells)
+      runs = load_cell(results, p, m, seeds)
       if runs:
         row += [f"{np.mean([s['simulated_time_s'] for s, _ in runs]):.1f}",
                 f"{np.mean([s['wall_time_s'] for s, _ in runs]):.0f}"]
@@ -159,16 +151,16 @@ def mean_curve(curves: Sequence[Tuple[np.ndarray, np.ndarray]], points: int = 20
   return grid, ys.mean(0), ys.std(0)
 
 
-def plot_curves(root: str, methods: Sequence[str], partitions: Sequence[str],
+def plot_curves(results: Results, methods: Sequence[str], partitions: Sequence[str],
                 seeds: Sequence[int], x_key: str, path: str, xlabel: str,
-                log_x: bool = False, cells=None) -> None:
+                log_x: bool = False) -> None:
   """Mean test accuracy (%) vs `x_key` with a ± std band; one subplot per partition."""
   fig, axes = plt.subplots(1, len(partitions), figsize=(6.0 * len(partitions), 4.5),
                            squeeze=False)
   for ax, p in zip(axes[0], partitions):
     for m in methods:
       curves = []
-      for _, rows in load_cell(root, p, m, seeds, cells):
+      for _, rows in load_cell(results, p, m, seeds):
         if rows:
           x = np.array([r[x_key] for r in rows], np.float64)
           y = 100.0 * np.array([r["test_accuracy"] for r in rows], np.float64)
@@ -187,28 +179,56 @@ def plot_curves(root: str, methods: Sequence[str], partitions: Sequence[str],
     if ax.lines:
       ax.legend(fontsize=8, loc="lower right")
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
+  save_figure(fig, path)
+
+
+def save_figure(fig, path: str) -> None:
+  """Saves a PNG whole or not at all (a temporary file renamed over `path`), closes `fig`."""
+  tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp.png")
+  try:
+    fig.savefig(tmp, dpi=120)
+    os.replace(tmp, path)
+  finally:
+    plt.close(fig)
+    if os.path.exists(tmp):
+      os.unlink(tmp)
+
+
+def window_text(summaries: Iterable[Dict]) -> str:
+  """'the last n evaluations' with the true n of the summaries (their `final_accuracy_evals`,
+  else the at most 5 last global iterations of older summaries), a range if they differ."""
+  ns = sorted({int(s.get("final_accuracy_evals", min(5, s.get("global_iterations", 5))))
+               for s in summaries})
+  if not ns:
+    return "the last evaluations"
+  n = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]} (per cell)"
+  return f"the last {n} evaluation{'' if ns == [1] else 's'}"
 
 
 def write_report(root: str, methods: Sequence[str], partitions: Sequence[str],
-                 seeds: Sequence[int], cells=None) -> Dict[str, str]:
-  """results.md, accuracy_vs_time.png and accuracy_vs_iteration.png in `root` (`cells`: only
-  those (partition, method, seed) count, if given)."""
+                 seeds: Sequence[int], results: Results) -> Dict[str, str]:
+  """results.md, accuracy_vs_time.png and accuracy_vs_iteration.png in `root` from `results`
+  ((partition, method, seed) -> (summary, rows): the cells that count), each file written
+  whole or not at all. Raises RunError, writing nothing, when `results` is empty: an empty
+  table never replaces a good one."""
+  if not results:
+    raise RunError("no cell of this grid finished with this config: results.md not written "
+                   "(check --config.num_global_iters and the other overrides)")
   seeds_txt = ", ".join(map(str, seeds))
+  window = window_text(s for s, _ in results.values())
   md = ["# Comparison", "",
-        f"Test accuracy (%): mean ± std over seeds {seeds_txt} of `final_accuracy` (mean of the "
-        "last 5 global iterations); best per column in bold; std with ddof=0.", "",
-        results_table(root, methods, partitions, seeds, cells=cells),
-        "Run times (mean over seeds):", "", timing_table(root, methods, partitions, seeds, cells)]
+        f"Test accuracy (%): mean ± std over seeds {seeds_txt} of `final_accuracy` (mean of "
+        f"{window}); best per column in bold; std with ddof=0; (n=k): only k of the seeds "
+        "finished.", "",
+        results_table(results, methods, partitions, seeds),
+        "Run times (mean over seeds):", "", timing_table(results, methods, partitions, seeds)]
   paths = dict(table=os.path.join(root, "results.md"),
                time=os.path.join(root, "accuracy_vs_time.png"),
                iteration=os.path.join(root, "accuracy_vs_iteration.png"))
   os.makedirs(root, exist_ok=True)
-  with open(paths["table"], "w") as f:
-    f.write("\n".join(md))
-  plot_curves(root, methods, partitions, seeds, "simulated_time_s", paths["time"],
-              "simulated time (s, log scale)", log_x=True, cells=cells)
-  plot_curves(root, methods, partitions, seeds, "global_iteration", paths["iteration"],
-              "global iteration", cells=cells)
+  plot_curves(results, methods, partitions, seeds, "simulated_time_s", paths["time"],
+              "simulated time (s, log scale)", log_x=True)
+  plot_curves(results, methods, partitions, seeds, "global_iteration", paths["iteration"],
+              "global iteration")
+  metrics_lib.atomic_write(paths["table"], "\n".join(md))
   return paths

@@ -9,7 +9,10 @@ where the last one stopped.
 
 The plan: one cell per line, `CONFIG METHOD PARTITION SEED [--config.x=v ...]` (CONFIG as
 --config takes it, e.g. configs/fmnist.py; PARTITION shardN, dirALPHA or iid; `#` starts a
-comment), run in the file's order. The --config.x=v given here apply to every cell (e.g.
+comment), run in the file's order. A cell may appear once (a second line of the same config,
+method, partition and seed is refused naming both lines); a line that is not a cell (an unclosed
+quote, a field the config lacks, a config file that does not load, bytes that are not UTF-8) is
+refused naming PLAN:LINE, before anything runs. The --config.x=v given here apply to every cell (e.g.
 --config.data.dir=...); a line's own overrides come after them.
 
 Each cell runs in DIR/runs/<config>/<partition>/<method>/seed<k> (checkpoints and all, as
@@ -19,7 +22,10 @@ default DIR/results; its config.json,
 summary.json and metrics.jsonl rows, and the cell's wall time: `gas_jax.report.pack_run`), the
 files to copy back from the machine and commit. A cell whose packed result (or run folder)
 records it finished with this very config is skipped; one that holds another config is refused
-and reported, never mixed in. <config> is the config file's name with its argument, e.g.
+and reported, never mixed in or packed over (`gas_jax.cell_results`: an unreadable packed file
+of a planned cell stops the call naming the file; one of no planned cell is skipped with a
+warning). Ctrl-C or SIGTERM stops the running cell and ends with one line; the next call resumes
+it, and its packed `cell_wall_s` counts every attempt (cell_wall.json in its run folder). <config> is the config file's name with its argument, e.g.
 `fmnist:shard2` -> `fmnist_shard2`.
 
 The budget: no cell starts unless the longest measured wall time of its kind (its <config> and
@@ -33,6 +39,7 @@ The table and plots of the packed results:
 (e.g. the same --config.data.dir: it is part of a run's identity).
 """
 import json
+import math
 import os
 import shlex
 import sys
@@ -40,7 +47,7 @@ from typing import List, Tuple
 
 from absl import app, flags, logging
 
-from gas_jax import cells, metrics, report
+from gas_jax import cell_results, cell_processes, cells, metrics, report
 from gas_jax import config as config_lib
 from gas_jax.errors import ConfigError, RunError
 
@@ -64,52 +71,104 @@ def config_label(config_arg: str) -> str:
 
 
 def parse_plan(path: str) -> List[dict]:
-  """The plan's cells, in order: dict(config, method, partition, seed, overrides, line)."""
+  """The plan's cells, in order: dict(config, method, partition, seed, overrides, line).
+  ConfigError (one line, naming PATH:LINE) for a line that is not a cell."""
+  try:
+    with open(path, "rb") as f:
+      raw = f.read()
+  except OSError as e:
+    raise ConfigError(f"--plan={path}: {e.strerror}") from None
+  try:
+    text = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    n = raw[:e.start].count(b"\n") + 1
+    raise ConfigError(f"{path}:{n}: not UTF-8 text (byte {raw[e.start]:#04x})") from None
   out = []
-  with open(path) as f:
-    for n, line in enumerate(f, 1):
+  for n, line in enumerate(text.splitlines(), 1):
+    try:
       words = shlex.split(line, comments=True)
-      if not words:
-        continue
-      if len(words) < 4 or not all(w.startswith("--config.") and "=" in w for w in words[4:]):
-        raise ConfigError(f"{path}:{n}: {line.strip()!r} is not 'CONFIG METHOD PARTITION SEED "
-                          "[--config.x=v ...]'")
-      try:
-        seed = int(words[3])
-      except ValueError:
-        raise ConfigError(f"{path}:{n}: seed {words[3]!r} must be an integer") from None
-      own = [w for w in words[4:] if w.split("=", 1)[0] in _OWN]
-      if own:
-        raise ConfigError(f"{path}:{n}: {own[0]} is set by the line's METHOD/PARTITION/SEED")
-      out.append(dict(config=words[0], method=words[1], partition=words[2], seed=seed,
-                      overrides=words[4:], line=n))
+    except ValueError as e:
+      raise ConfigError(f"{path}:{n}: {line.strip()!r}: {e} (an unclosed quote?)") from None
+    if not words:
+      continue
+    if len(words) < 4 or not all(w.startswith("--config.") and "=" in w for w in words[4:]):
+      raise ConfigError(f"{path}:{n}: {line.strip()!r} is not 'CONFIG METHOD PARTITION SEED "
+                        "[--config.x=v ...]'")
+    try:
+      seed = int(words[3])
+    except ValueError:
+      raise ConfigError(f"{path}:{n}: seed {words[3]!r} must be an integer") from None
+    own = [w for w in words[4:] if w.split("=", 1)[0] in _OWN]
+    if own:
+      raise ConfigError(f"{path}:{n}: {own[0]} is set by the line's METHOD/PARTITION/SEED")
+    out.append(dict(config=words[0], method=words[1], partition=words[2], seed=seed,
+                    overrides=words[4:], line=n))
   return out
 
 
 def load_config(config_arg: str, overrides: List[str]):
-  """The config of `--config=config_arg` with the --config.x=v overrides, as main would."""
+  """The config of `--config=config_arg` with the --config.x=v overrides, as main would;
+  ConfigError (one line) for a config file that does not load or a field it lacks."""
   from ml_collections import config_flags  # noqa: PLC0415
   argv = ["campaign", f"--config={config_arg}", *overrides]
   fv = flags.FlagValues()
   # ml_collections reads the --config.x=v overrides from `sys_argv` (default: sys.argv).
   config_flags.DEFINE_config_file("config", None, "", flag_values=fv, lock_config=True,
                                   sys_argv=argv)
-  fv(argv)
-  return fv.config
+  try:
+    fv(argv)
+    config = fv.config
+    config.to_dict()    # (a config file that failed to load raises here)
+  except (AttributeError, KeyError) as e:
+    while e.args and isinstance(e.args[0], BaseException):   # (AttributeError(KeyError(...)))
+      e = e.args[0]
+    lines = str(e.args[0] if e.args else e).splitlines() or ["?"]
+    key = lines[0].strip("'\"")
+    hint = next((f"; {ln.strip()}" for ln in lines[1:] if ln.lower().startswith("did you")), "")
+    given = [a.split("=")[0] for a in overrides if a.split("=")[0].split(".")[-1] == key]
+    raise ConfigError(f"{given[-1] if given else key}: the config has no field {key!r}"
+                      f"{hint}") from None
+  except (OSError, flags.Error) as e:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    why = next((ln for ln in reversed(lines) if "Errno" in ln or "Error" in ln), lines[-1])
+    raise ConfigError(f"--config={config_arg} could not be loaded ({why})") from None
+  return config
 
 
 def make_cell(out: str, entry: dict, overrides: List[str]) -> cells.Cell:
-  """The plan entry's cell: runs in DIR/runs/<config>/..., packed to DIR/results/<config>/..."""
+  """The plan entry's cell: runs in DIR/runs/<config>/..., packed to DIR/results/<config>/...
+  (the partition in its canonical label, so that dir0.10 and dir0.1 are one cell)."""
   label = config_label(entry["config"])
   cell_overrides = overrides + entry["overrides"]
   base = load_config(entry["config"], cell_overrides)
-  p, m, s = entry["partition"], entry["method"], entry["seed"]
+  m, s = entry["method"], entry["seed"]
+  config = cells.grid_config(base, entry["partition"], m, s)
+  p = report.partition_label(config)
   return cells.Cell(
       name=f"{label}/{p}/{m}/seed{s}", kind=f"{label}/{m}",
       workdir=report.cell_dir(os.path.join(out, "runs", label), p, m, s),
-      config=cells.grid_config(base, p, m, s),
+      config=config,
       argv=[f"--config={entry['config']}", *cell_overrides, f"--config.algorithm={m}",
             f"--config.seed={s}", *cells.partition_flags(base, p)])
+
+
+def make_grid(out: str, plan: List[dict], overrides: List[str]) -> List[cells.Cell]:
+  """The plan's cells, each checked (ConfigError naming PLAN:LINE); a cell planned twice is
+  refused, naming both lines (its folder holds one run: it would count twice)."""
+  grid, first = [], {}
+  for e in plan:
+    where = f"{_PLAN.value}:{e['line']}"
+    try:
+      cell = make_cell(out, e, overrides)
+      config_lib.validate(cell.config)
+    except (ConfigError, RunError, ValueError) as err:
+      raise ConfigError(f"{where}: {' '.join(str(err).split())}") from None
+    if cell.name in first:
+      raise ConfigError(f"{where} plans the cell {cell.name} again (first at "
+                        f"{_PLAN.value}:{first[cell.name]}): each cell may appear once")
+    first[cell.name] = e["line"]
+    grid.append(cell)
+  return grid
 
 
 def results_root(out: str) -> str:
@@ -123,16 +182,14 @@ def result_dir(out: str, cell: cells.Cell) -> str:
                       os.path.relpath(cell.workdir, os.path.join(out, "runs")))
 
 
-def packed_cell(out: str, cell: cells.Cell) -> cells.Cell:
-  """The same cell, looked up in DIR/results."""
-  return cells.Cell(name=cell.name, workdir=result_dir(out, cell), config=cell.config,
-                    argv=cell.argv)
-
-
 def pack(out: str, cell: cells.Cell, wall_s) -> str:
-  """Writes the finished cell's packed result (atomically); returns its path."""
+  """Writes the finished cell's packed result (atomically); returns its path. `wall_s`: the
+  cell's wall time (None: the attempts recorded in its folder, `cells.recorded_attempts`)."""
   path = report.packed_path(result_dir(out, cell))
   os.makedirs(os.path.dirname(path), exist_ok=True)
+  if wall_s is None:
+    attempts = cell_processes.recorded_attempts(cell.workdir)
+    wall_s = None if attempts is None else float(sum(attempts))
   packed = report.pack_run(cell.workdir, cell=cell.name, cell_wall_s=wall_s)
   metrics.atomic_write(path, json.dumps(packed, sort_keys=True) + "\n")
   logging.info("packed %s", path)
@@ -141,19 +198,34 @@ def pack(out: str, cell: cells.Cell, wall_s) -> str:
 
 def measured_times(out: str, labels) -> List[Tuple[str, float]]:
   """(kind "<config>/<method>", wall seconds) of the cells packed in RESULTS/<config> before
-  this call, for the <config> labels given."""
+  this call, for the <config> labels given; an unreadable file is skipped with a warning
+  naming it (the cells of the plan were read strictly before)."""
   times = []
   for label in sorted(set(labels)):
     folder = os.path.join(results_root(out), label)
     for root, _, files in os.walk(folder):
-      for f in files:
-        if f.endswith(".json") and not f.startswith("."):   # not atomic_write's temporaries
-          with open(os.path.join(root, f)) as fh:
-            t = json.load(fh).get("cell_wall_s")
-          method = os.path.basename(root)
-          if isinstance(t, (int, float)):
-            times.append((f"{label}/{method}", float(t)))
+      for f in sorted(files):
+        if not f.endswith(".json") or f.startswith("."):   # not atomic_write's temporaries
+          continue
+        path = os.path.join(root, f)
+        try:
+          t = cell_results.read_packed_file(path).get("cell_wall_s")
+        except cell_results.ResultsFileError as e:
+          logging.warning("skipped for the time budget: %s", " ".join(str(e).split()))
+          continue
+        if isinstance(t, (int, float)) and math.isfinite(t):
+          times.append((f"{label}/{os.path.basename(root)}", float(t)))
   return times
+
+
+def check_flags() -> None:
+  """--budget_s and --jobs, one line naming the flag."""
+  b = _BUDGET.value
+  if b is not None and not (math.isfinite(b) and b > 0):
+    raise ConfigError(f"--budget_s={b} is invalid: a finite number of seconds > 0 (or leave it "
+                      "out: no limit)")
+  if _JOBS.value < 1:
+    raise ConfigError(f"--jobs={_JOBS.value} is invalid: at least 1")
 
 
 def main(argv):
@@ -164,38 +236,32 @@ def main(argv):
   _, overrides = cells.user_args(sys.argv[1:], _OWN, "campaign.py")
   overrides = overrides + cells.cache_args(out, overrides)
   try:
-    plan = parse_plan(_PLAN.value)
-  except (OSError, ConfigError) as e:
-    sys.exit(f"error: {' '.join(str(e).split())}")
-  grid = []
-  for e in plan:
-    try:
-      grid.append(make_cell(out, e, overrides))
-      config_lib.validate(grid[-1].config)
-    except (ConfigError, RunError, flags.Error, ValueError) as err:
-      sys.exit(f"error: {_PLAN.value}:{e['line']}: {' '.join(str(err).split())}")
+    check_flags()
+    grid = make_grid(out, parse_plan(_PLAN.value), overrides)
+    resolved = cells.resolve_grid(
+        {c.name: c for c in grid}, lambda c: report.packed_path(result_dir(out, c)))
+  except (ConfigError, RunError) as e:
+    sys.exit(f"error: {e}")
   todo, failed, done = [], [], 0
   for c in grid:
-    try:
-      packed, run = cells.packed_state(packed_cell(out, c)), cells.state(c)
-    except (ValueError, RunError) as e:
-      sys.exit(f"error: {c.name}: {' '.join(str(e).split())}")
-    if packed == "done":
-      done += 1
-    elif packed != "missing":
-      logging.error("%s: %s %s; not run", c.name, report.packed_path(result_dir(out, c)), packed)
+    r = resolved[c.name]
+    packed = report.packed_path(result_dir(out, c))
+    if r.state == "done" and r.source != packed and os.path.exists(packed):
+      logging.error("%s: finished in %s, but %s holds another run: not packed over it",
+                    c.name, c.workdir, packed)
       failed.append(c.name)
-    elif run == "done":          # finished but not packed (e.g. stopped in between): pack it
-      pack(out, c, None)
+    elif r.state == "done":
+      if r.source != packed:
+        pack(out, c, None)   # finished but not packed (e.g. stopped in between): pack it
       done += 1
-    elif run == "todo":
+    elif r.state == "todo":
       todo.append(c)
     else:
-      logging.error("%s: %s %s; not run", c.name, c.workdir, run)
+      logging.error("%s: %s; not run", c.name, r.why)
       failed.append(c.name)
   logging.info("plan %s: %d cells, %d done, %d to run", _PLAN.value, len(grid), done, len(todo))
   prior = measured_times(out, [c.name.split("/")[0] for c in todo])
-  outcome = cells.run_cells(todo, _JOBS.value, budget_s=_BUDGET.value, prior_times=prior,
+  outcome = cell_processes.run_cells(todo, _JOBS.value, budget_s=_BUDGET.value, prior_times=prior,
                             on_finished=lambda cell, took: pack(out, cell, took))
   failed += outcome.failed
   if outcome.deferred:
@@ -213,4 +279,4 @@ def _parse_flags(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(cell_processes.exit_on_signals(main), flags_parser=_parse_flags)

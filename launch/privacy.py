@@ -28,7 +28,7 @@ import sys
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from gas_jax import cells
+from gas_jax import cell_results, cell_processes, cells
 from gas_jax import config as config_lib
 from gas_jax.privacy import report
 
@@ -120,14 +120,18 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.INFO)
   config, root = _CONFIG.value, _WORKDIR.value
-  try:
-    seeds = [int(s) for s in _SEEDS.value]
-  except ValueError:
-    sys.exit(f"error: --seeds={','.join(_SEEDS.value)} must be integers")
   config_arg, given = cells.user_args(sys.argv[1:], _OWN, "privacy.py")
   overrides = given + cells.cache_args(root, given)
-  keys = [(p, d, s) for p in _SPLITS.value for d in _DEFENCES.value for s in seeds]
   try:
+    check_flags()
+    try:
+      seeds = [int(s) for s in _SEEDS.value]
+    except ValueError:
+      raise ValueError(f"--seeds={','.join(_SEEDS.value)} must be integers") from None
+    seeds = cell_results.unique(seeds, "--seeds")
+    cell_results.unique(_SPLITS.value, "--splits")
+    cell_results.unique(_DEFENCES.value, "--defences")
+    keys = [(p, d, s) for p in _SPLITS.value for d in _DEFENCES.value for s in seeds]
     label_of = {d: report.defence_label(*parse_defence(d)) for d in _DEFENCES.value}
     labels = [label_of[d] for d in _DEFENCES.value]
     if len(set(labels)) < len(_DEFENCES.value):
@@ -136,21 +140,36 @@ def main(argv):
     states = {k: cells.state(c) for k, c in grid.items()}
   except (ValueError, config_lib.ConfigError, config_lib.RunError) as e:
     sys.exit(f"error: {' '.join(str(e).split())}")
-  failed = cells.refused(states, grid)
+  failed = [grid[k].name for k, st in states.items() if st not in ("todo", "done")]
+  for k in keys:
+    if states[k] not in ("todo", "done"):
+      logging.error("%s: %s; not run", grid[k].name, states[k])
   todo = [grid[k] for k in keys if states[k] == "todo"]
   logging.info("%d cells, %d already done, %d to run with %d job(s)", len(keys),
                sum(st == "done" for st in states.values()), len(todo), _JOBS.value)
-  failed += cells.run_cells(todo, _JOBS.value).failed
-  done = {(p, label_of[d], s) for p, d, s in keys
-          if cells.state(grid[(p, d, s)]) == "done"}
+  failed += cell_processes.run_cells(todo, _JOBS.value).failed
   a = attack_settings()
   header = [f"Cells: `{config_arg}` {' '.join(given)} with "
             f"`--config.algorithm={config.algorithm}`; attack: `python -m gas_jax.attack "
             f"--aux={a['aux']} --targets={a['targets']} --epochs={a['epochs']} "
             f"--blocks={a['blocks']} --channels={a['channels']} --seed={a['seed']}`."]
-  paths = report.write_report(root, _SPLITS.value, labels, seeds, header, cells=done)
+  try:
+    done = {(p, label_of[d], s) for p, d, s in keys
+            if cells.state(grid[(p, d, s)]) == "done"}
+    paths = report.write_report(root, _SPLITS.value, labels, seeds, header, cells=done)
+  except config_lib.RunError as e:
+    sys.exit(f"error: {' '.join(str(e).split())}" +
+             (f"; failed cells: {', '.join(failed)}" if failed else ""))
   cells.finish(paths, failed)
 
 
+def check_flags() -> None:
+  """The attack's and the launcher's numeric flags, one line naming the flag."""
+  for flag, low in ((_JOBS, 1), (_TARGETS, 1), (_EPOCHS, 1), (_BLOCKS, 1), (_CHANNELS, 1),
+                    (_AUX, 0)):
+    if flag.value < low:
+      raise ValueError(f"--{flag.name}={flag.value} is invalid: at least {low}")
+
+
 if __name__ == "__main__":
-  app.run(main)
+  app.run(cell_processes.exit_on_signals(main))

@@ -6,14 +6,16 @@ ROOT/results.md (one row per defence and split: test accuracy, and the attack's 
 SSIM, each the mean ± std over the seeds whose run and attack finished, std with ddof=0) and
 ROOT/accuracy_vs_ssim.png (one point per row, error bars ± std, one marker per split).
 """
-import json
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 import numpy as np
 
+from gas_jax import cell_results
 from gas_jax import metrics as metrics_lib
+from gas_jax import report as report_lib
+from gas_jax.errors import RunError
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -35,10 +37,14 @@ def cell_dir(root: str, split: str, defence: str, seed: int) -> str:
 
 
 def _read(path: str) -> Optional[Dict]:
+  """The JSON object in `path`, None if there is none; ResultsFileError (one line naming the
+  file) if it is unreadable."""
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  value = cell_results.read_json(path, os.path.basename(path))
+  if not isinstance(value, dict):
+    raise cell_results.ResultsFileError(f"{path}: unreadable (not a JSON object)")
+  return value
 
 
 def cell_values(workdir: str) -> Optional[Dict[str, float]]:
@@ -112,10 +118,7 @@ def plot(rows, splits: Sequence[str], defences: Sequence[str], path: str) -> Non
   ax.grid(alpha=0.3)
   ax.legend(fontsize=7, ncol=2)
   fig.tight_layout()
-  tmp = path + ".tmp.png"
-  fig.savefig(tmp, dpi=120)
-  plt.close(fig)
-  os.replace(tmp, path)
+  report_lib.save_figure(fig, path)
 
 
 def write_report(root: str, splits: Sequence[str], defences: Sequence[str],
@@ -123,6 +126,14 @@ def write_report(root: str, splits: Sequence[str], defences: Sequence[str],
   """results.md and accuracy_vs_ssim.png in `root`; `header`: lines that say how the cells
   were run (config, attack settings)."""
   rows = collect(root, splits, defences, seeds, cells)
+  if not rows:
+    raise RunError("no cell of this study finished (run and attack) with this config: "
+                   "results.md not written (check the overrides and the attack settings)")
+  window = report_lib.window_text(
+      _read(os.path.join(cell_dir(root, sp, d, s), "summary.json"))
+      for sp in splits for d in defences for s in seeds
+      if (cells is None or (sp, d, s) in cells)
+      and cell_values(cell_dir(root, sp, d, s)) is not None)
   base = [rows[k][1] for k in rows]
   guess = ("" if not base else
            f"Mean-image guess (the attacker who learned nothing), over all cells: MSE "
@@ -131,13 +142,13 @@ def write_report(root: str, splits: Sequence[str], defences: Sequence[str],
            f"{np.mean([b['baseline_ssim'][0] for b in base]):.3f}.\n")
   md = ["# Privacy / accuracy trade-off", "", *header, "",
         f"Mean ± std (ddof=0) over seeds {', '.join(map(str, seeds))}; test accuracy is "
-        "`final_accuracy` (mean of the last 5 global iterations); the attack's MSE, PSNR and SSIM "
+        f"`final_accuracy` (mean of {window}); the attack's MSE, PSNR and SSIM "
         "are on the training images it reconstructs from their activations "
         "(`python -m gas_jax.attack`). Lower SSIM/PSNR and higher MSE: less leak.", "",
         results_table(rows, splits, defences, seeds), guess]
   paths = dict(table=os.path.join(root, "results.md"),
                plot=os.path.join(root, "accuracy_vs_ssim.png"))
   os.makedirs(root, exist_ok=True)
-  metrics_lib.atomic_write(paths["table"], "\n".join(md))
   plot(rows, splits, defences, paths["plot"])
+  metrics_lib.atomic_write(paths["table"], "\n".join(md))
   return paths

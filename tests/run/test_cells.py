@@ -1,6 +1,6 @@
 """gas_jax.cells: the budget's estimate, the launchers' command-line split, refused cells."""
 from configs import digits
-from gas_jax import cells
+from gas_jax import cell_results, cell_processes, cells
 
 
 def _cell(kind, name="c", workdir="/nowhere"):
@@ -9,9 +9,9 @@ def _cell(kind, name="c", workdir="/nowhere"):
 
 def test_estimate_is_the_longest_of_the_kind_else_of_any_cell():
   times = [("fmnist/gas", 100.0), ("fmnist/gas", 140.0), ("fmnist/fedavg", 300.0)]
-  assert cells.estimate_s(_cell("fmnist/gas"), times) == 140.0
-  assert cells.estimate_s(_cell("fmnist/ca2fl"), times) == 300.0    # unmeasured kind: longest
-  assert cells.estimate_s(_cell("fmnist/gas"), []) is None
+  assert cell_processes.estimate_s(_cell("fmnist/gas"), times) == 140.0
+  assert cell_processes.estimate_s(_cell("fmnist/ca2fl"), times) == 300.0    # unmeasured kind: longest
+  assert cell_processes.estimate_s(_cell("fmnist/gas"), []) is None
 
 
 def test_user_args_keeps_overrides_and_drops_the_launchers_own():
@@ -30,10 +30,12 @@ def test_cache_args_unless_given(tmp_path):
 
 def test_refused_names_cells_holding_another_run():
   grid = {1: _cell("k", "a", "/w/a"), 2: _cell("k", "b", "/w/b"), 3: _cell("k", "c", "/w/c")}
-  states = {1: "todo", 2: "holds a run with another config (seed: 0 -> 1)", 3: "missing"}
-  assert cells.refused(states, grid) == ["/w/b"]
+  resolved = {1: cell_results.Resolved("todo"), 3: cell_results.Resolved("done"),
+              2: cell_results.Resolved("refused", why="holds a run with another config")}
+  assert cells.refused(resolved, grid) == ["b"]
 
 
-def test_a_fresh_cell_is_todo_and_its_packed_result_missing(tmp_path):
+def test_a_fresh_cell_is_todo(tmp_path):
   c = _cell("k", workdir=str(tmp_path / "cell"))
-  assert cells.state(c) == "todo" and cells.packed_state(c) == "missing"
+  assert cells.state(c) == "todo"
+  assert cells.resolve(c, str(tmp_path / "cell.json")).state == "todo"

@@ -1,6 +1,5 @@
 """gas_jax.report on fake workdirs: the Table 1 layout (mean ± std, bolding), the curves, and
 launch/compare.py skipping finished cells."""
-import json
 import os
 import subprocess
 import sys
@@ -9,10 +8,9 @@ import matplotlib.image
 import numpy as np
 import pytest
 
-from configs import digits
+from helpers import fake_cells
 from helpers.cli_runs import ROOT
-from gas_jax import config as config_lib
-from gas_jax import report
+from gas_jax import cell_results, report
 
 FINAL = {("shard2", "gas"): [0.90, 0.92], ("shard2", "fedavg"): [0.80, 0.86],
          ("dir0.1", "gas"): [0.70], ("dir0.1", "fedavg"): [0.75, 0.77]}
@@ -20,20 +18,19 @@ FINAL = {("shard2", "gas"): [0.90, 0.92], ("shard2", "fedavg"): [0.80, 0.86],
 
 def _fake_run(wd, final, seed, lr=0.01):
   """A finished 3-iteration cell of configs/digits.py (config.json as compare.py's cell)."""
-  os.makedirs(wd, exist_ok=True)
-  rows = [dict(global_iteration=i, simulated_time_s=(1.0 + seed) * i, wall_time_s=0.1 * i,
-               test_accuracy=final * i / 3) for i in range(1, 4)]
-  with open(os.path.join(wd, "metrics.jsonl"), "w") as f:
-    f.writelines(json.dumps(r) + "\n" for r in rows)
-  with open(os.path.join(wd, "summary.json"), "w") as f:
-    json.dump(dict(final_accuracy=final, simulated_time_s=rows[-1]["simulated_time_s"],
-                   wall_time_s=0.4, global_iterations=3), f)
-  partition, method = wd.split(os.sep)[-3:-1]
-  c = digits.get_config()
-  c.num_global_iters, c.algorithm, c.seed, c.optimizer.lr = 3, method, seed, lr
-  config_lib.apply_partition_arg(c, partition)
-  with open(os.path.join(wd, "config.json"), "w") as f:
-    json.dump(c.to_dict(), f)
+  fake_cells.fake_run(wd, final, seed, 3, lr)
+
+
+def _results(root, methods, partitions, seeds):
+  """The finished cells under `root` as the launchers pass them to the report."""
+  out = {}
+  for p in partitions:
+    for m in methods:
+      for s in seeds:
+        wd = report.cell_dir(root, p, m, s)
+        if os.path.exists(os.path.join(wd, "summary.json")):
+          out[p, m, s] = cell_results.read_run_result(wd)
+  return out
 
 
 @pytest.fixture
@@ -46,8 +43,8 @@ def fake_root(tmp_path):
 
 
 def test_results_table(fake_root):
-  table = report.results_table(fake_root, ["gas", "fedavg", "ca2fl"], ["shard2", "dir0.1"],
-                               [0, 1])
+  args = (["gas", "fedavg", "ca2fl"], ["shard2", "dir0.1"], [0, 1])
+  table = report.results_table(_results(fake_root, *args), *args)
   assert table.splitlines() == [
       "| method | shard2 | dir0.1 |",
       "|---|---|---|",
@@ -60,7 +57,8 @@ def test_ties_are_all_bold(tmp_path):
   for m, accs in (("a", [0.5, 0.7]), ("b", [0.6, 0.6]), ("c", [0.1, 0.2])):
     for seed, acc in enumerate(accs):
       _fake_run(report.cell_dir(str(tmp_path), "iid", m, seed), acc, seed)
-  lines = report.results_table(str(tmp_path), ["a", "b", "c"], ["iid"], [0, 1]).splitlines()
+  args = (["a", "b", "c"], ["iid"], [0, 1])
+  lines = report.results_table(_results(str(tmp_path), *args), *args).splitlines()
   assert lines[2:] == ["| a | **60.00 ± 10.00** |", "| b | **60.00 ± 0.00** |",
                        "| c | 15.00 ± 5.00 |"]
 
@@ -75,7 +73,8 @@ def test_mean_curve_interpolates_on_common_range():
 
 
 def test_write_report_files(fake_root):
-  paths = report.write_report(fake_root, ["gas", "fedavg", "ca2fl"], ["shard2", "dir0.1"], [0, 1])
+  args = (["gas", "fedavg", "ca2fl"], ["shard2", "dir0.1"], [0, 1])
+  paths = report.write_report(fake_root, *args, _results(fake_root, *args))
   with open(paths["table"]) as f:
     text = f.read()
   assert "| gas | **91.00 ± 1.00** | 70.00 ± 0.00 (n=1) |" in text
@@ -126,4 +125,6 @@ def test_compare_never_reuses_a_cell_of_other_overrides(fake_root):
   assert "0 already done, 0 to run" in out.stderr
   with open(os.path.join(wd, "summary.json")) as f:
     assert f.read() == before
-  assert "| gas | - |" in out.stdout     # nor counted in the table
+  # Nor counted: with no other cell, there is no table at all (an empty one is an error).
+  assert "error: no cell of this grid finished with this config" in out.stderr
+  assert not os.path.exists(os.path.join(fake_root, "results.md"))
