@@ -37,9 +37,9 @@ CLIP = 0.2        # observed pre-clip norms: client 0.17-0.28, server 0.18-0.77
 REL = 1e-5
 
 
-# The follow-up knobs (docs/paper_as_written.md) against the same oracle: Q_s = 2 and Q_c = 4
+# The follow-up knobs (docs/paper_as_written.md) against the same oracle: Q_s = 4 and Q_c = 5
 # with C = 3, logit adjustment tau = 0.5, every label topped up to an equal count of at least 6.
-KNOBS = dict(activation_buffer=2, model_buffer=4, la_tau=0.5, gen_rows=6, gen_balance="equal")
+KNOBS = dict(activation_buffer=4, model_buffer=5, la_tau=0.5, gen_rows=6, gen_balance="equal")
 
 
 def _config(knobs=None):
