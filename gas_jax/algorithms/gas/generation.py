@@ -2,7 +2,8 @@
 lines 7-9; spec §1.5, §3.5).
 
 `make_generate` builds the step that merges a buffer's real rows into the per-label statistics
-(`gas_jax.stats`) and tops every label up to B rows with samples once all labels have
+(`gas_jax.stats`) and tops every label up to B rows (REF; `stats.gen_rows`, or an equal count
+for every label with `stats.gen_balance="equal"`, the paper's rule) with samples once all labels have
 statistics; `init_stats` picks the statistics kind from the hyperparameters. On the host,
 `generated_rows` gives the packed number of generated rows a server update needs, one of a few
 static sizes (`generated_row_sizes`).
@@ -47,7 +48,8 @@ def make_generate(hp: GasHParams, dim: int):
   def generate(st, buf: ActivationBuffer, key, server_updates, gen_rows=None, room_made=False):
     """Statistics and generation of a server update (eq. 11-12, Algorithm 1): merges the
     buffer's real rows into the per-label statistics, refreshes what the sampler needs and
-    tops every label up to B rows with generated activations once all labels have statistics.
+    tops every label up to B rows (`gen_target`; "equal": to the largest label count if that
+    is more) with generated activations once all labels have statistics.
 
     Returns (stats, (x, y, valid) generated rows, number generated, overflow, info). gen_rows
     None: M*B rows, label y's first B - n_y valid; an int: packed into gen_rows rows (labels in
