@@ -2,9 +2,9 @@
 lines 7-9; spec §1.5, §3.5).
 
 `make_generate` builds the step that merges a buffer's real rows into the per-label statistics
-(`gas_jax.stats`) and tops every label up to B rows (REF; `stats.gen_rows`, or an equal count
-for every label with `stats.gen_balance="equal"`, the paper's rule) with samples once all labels have
-statistics; `init_stats` picks the statistics kind from the hyperparameters. On the host,
+(`gas_jax.stats`) and tops every label up to B rows (REF; `stats.gen_rows`, or an equal
+count for every label with `stats.gen_balance="equal"`, the paper's rule) with samples once all
+labels have statistics; `init_stats` picks the statistics kind from the hyperparameters. On the host,
 `generated_rows` gives the packed number of generated rows a server update needs, one of a few
 static sizes (`generated_row_sizes`).
 """
