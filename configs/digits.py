@@ -23,6 +23,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.seed = 0
   c.seeds = ()   # several seeds vmapped in one program (GAS): --config.seeds=0,1,2
   c.algorithm = "gas"
+  # "ref": the authors' code (spec §1); "paper": every as-written choice of the paper at once
+  # (docs/paper_as_written.md; each one is also a flag of its own, which wins when set).
+  c.variant = "ref"
   c.generate = True
   c.num_global_iters = 60
 
@@ -42,6 +45,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.clients.batch_size = 32       # B
   c.clients.momentum = "shared"   # "shared" (REF: one buffer for all clients) | "per_client"
   c.clients.aggregation = "uniform"  # "uniform" (REF, 1/C) | "data_size" (paper eq. 10)
+  c.clients.activation_buffer = 0  # GAS: Q_s minibatches per server update (0 = C, REF)
+  c.clients.model_buffer = 0       # GAS: Q_c models per aggregation (0 = C, REF)
+  c.clients.la_tau = 1.0           # GAS: logit adjustment tau, CE(f + tau log p_k) (eq. 6; 0 = plain CE)
 
   c.optimizer = ml_collections.ConfigDict()
   c.optimizer.name = "sgd"        # "sgd" | "adam"
@@ -80,6 +86,11 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.stats.refresh_every = 1       # "cholesky": refactorise every N server updates (1 = REF, exact)
   c.stats.jitter = 1e-5           # REF adds jitter*I on every merge; 0 = paper eq. (12)
   c.stats.block = 4               # rows per label-pure block in the merge (factor padding)
+  # Generated rows of a server update (spec §1.5): every label is topped up to gen_rows rows
+  # (0 = B, REF; a label with more real rows keeps them); "equal" (paper "each label has an
+  # equal amount of data"): to max(gen_rows, the largest label count), so all labels are equal.
+  c.stats.gen_rows = 0
+  c.stats.gen_balance = "topup"   # "topup" (REF) | "equal" (paper)
 
   # Time model (spec §1.9). ref_constants=True uses REF's hard-coded AlexNet-L2 constants.
   c.time = ml_collections.ConfigDict()
@@ -87,7 +98,14 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.time.compute_min = 1e9
   c.time.compute_max = 1e10
   c.time.distance_min_km = 0.1
-  c.time.distance_max_km = 1.0
+  c.time.distance_max_km = 1.0    # the cell radius
+  c.time.placement = "radius"     # "radius": d ~ U(min, max) (REF) | "area": uniform over the cell's area (paper)
+  c.time.uplink = "full"          # "full": every client has bandwidth W (REF) | "shared": static W/C each (paper's orthogonal uplink)
+  c.time.bandwidth_hz = 1e7       # W
+  c.time.tx_power_w = 0.2         # P
+  c.time.noise_psd_w_per_hz = 3.981e-21   # N0 (-174 dBm/Hz)
+  c.time.path_loss_db_at_1km = 128.1      # PL = a + b log10(d_km) dB (3GPP TR 36.814)
+  c.time.path_loss_db_per_decade = 37.6
 
   c.execution = ml_collections.ConfigDict()
   c.execution.cohort_size = -1    # -1 fastest for the backend (CPU 1, else 0) | 1 event by event | 0 unbounded | N

@@ -11,6 +11,8 @@ import numpy as np
 
 from gas_jax.errors import ConfigError, RunError  # noqa: F401  (config_lib.RunError)
 from gas_jax.registry import ALGORITHMS, DATASETS, MODELS
+from gas_jax.system.timing import PLACEMENTS
+from gas_jax.variants import VARIANTS
 
 
 def _fail(field, value, allowed):
@@ -83,6 +85,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   if isinstance(config.seed, bool) or not isinstance(config.seed, int) or config.seed < 0:
     _fail("seed", config.seed, "must be an integer >= 0")
   _choice(config, "algorithm", ALGORITHMS.names())
+  _choice(config, "variant", VARIANTS)
   _check_seeds(config)
   _choice(config, "generate", (True, False))
   _positive_int(config, "num_global_iters")
@@ -99,6 +102,9 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
           f"must be <= clients.num ({config.clients.num})")
   _choice(config, "clients.momentum", ("shared", "per_client"))
   _choice(config, "clients.aggregation", ("uniform", "data_size"))
+  for f in ("clients.activation_buffer", "clients.model_buffer"):
+    _count(config, f, "0 (= clients.participating, REF) or N >= 1")
+  _non_negative(config, "clients.la_tau")
   _choice(config, "optimizer.name", ("sgd", "adam"))
   _positive(config, "optimizer.lr")
   _non_negative(config, "optimizer.momentum")
@@ -129,6 +135,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
           "> 1 only applies to stats.method='cholesky' (the square-root factor needs no refresh)")
   _non_negative(config, "stats.jitter")
   _positive_int(config, "stats.block")
+  _count(config, "stats.gen_rows", "0 (= clients.batch_size, REF) or N >= 1 rows per label")
+  _choice(config, "stats.gen_balance", ("topup", "equal"))
   _positive(config, "time.compute_min")
   _positive(config, "time.compute_max")
   if config.time.compute_max < config.time.compute_min:
@@ -137,6 +145,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   _positive(config, "time.distance_max_km")
   if config.time.distance_max_km < config.time.distance_min_km:
     _fail("time.distance_max_km", config.time.distance_max_km, "must be >= time.distance_min_km")
+  _validate_radio(config)
   if not isinstance(config.execution.cohort_size, int) or config.execution.cohort_size < -1:
     _fail("execution.cohort_size", config.execution.cohort_size,
           "-1 (auto), 0 (unbounded), 1 (event by event) or N > 1")
@@ -172,6 +181,25 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   _validate_privacy(config)
   if workdir is not None:
     _check_workdir(workdir)
+
+
+def _count(config, field, allowed):
+  v = _get(config, field)
+  if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+    _fail(field, v, f"must be an integer: {allowed}")
+
+
+def _validate_radio(config) -> None:
+  """time.*: the uplink's constants and the paper-as-written placement / uplink options
+  (`system.timing.Radio`, `draw_distances`)."""
+  _choice(config, "time.placement", PLACEMENTS)
+  _choice(config, "time.uplink", ("full", "shared"))
+  for f in ("time.bandwidth_hz", "time.tx_power_w", "time.noise_psd_w_per_hz"):
+    _positive(config, f)
+  v = _get(config, "time.path_loss_db_at_1km")
+  if not _number(v):
+    _fail("time.path_loss_db_at_1km", v, "must be a finite number (dB)")
+  _non_negative(config, "time.path_loss_db_per_decade")
 
 
 def _validate_baselines(config) -> None:

@@ -46,6 +46,19 @@ def time_model(config, model, profiles) -> timing.TimeModel:
   return timing.TimeModel(profiles=profiles, batch_size=config.clients.batch_size, **const)
 
 
+def radio(config) -> timing.Radio:
+  """The uplink's constants from `time.*` (REF's by default); `time.uplink="shared"`: the
+  paper's orthogonal access, a static W/C share per client (C = clients.participating)."""
+  t = config.time
+  return timing.Radio(
+      bandwidth=t.get("bandwidth_hz", timing.BANDWIDTH_HZ),
+      power=t.get("tx_power_w", timing.TX_POWER_W),
+      noise_psd=t.get("noise_psd_w_per_hz", timing.NOISE_PSD_W_PER_HZ),
+      path_loss_at_1km=t.get("path_loss_db_at_1km", timing.PATH_LOSS_DB_AT_1KM),
+      path_loss_per_decade=t.get("path_loss_db_per_decade", timing.PATH_LOSS_DB_PER_DECADE),
+      share=config.clients.participating if t.get("uplink", "full") == "shared" else 1)
+
+
 def build_context(config: ml_collections.ConfigDict, like: Optional[RunContext] = None,
                   plan: Optional[execution.ExecutionPlan] = None) -> RunContext:
   """Everything a run needs, built from the config (no training, nothing written).
@@ -69,7 +82,8 @@ def build_context(config: ml_collections.ConfigDict, like: Optional[RunContext] 
   profiles = timing.draw_profiles(
       config.clients.num, config.seed,
       compute_range=(config.time.compute_min, config.time.compute_max),
-      distance_range=(config.time.distance_min_km, config.time.distance_max_km))
+      distance_range=(config.time.distance_min_km, config.time.distance_max_km),
+      placement=config.time.get("placement", "radius"), radio=radio(config))
   times = time_model(config, model, profiles)
   config_lib.validate_time_model(config, times)
   if like is not None:

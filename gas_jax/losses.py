@@ -15,8 +15,12 @@ def masked_sum_ce(logits, labels, mask):
   return jnp.sum(jnp.where(mask, ce, 0.0))
 
 
-def logit_adjusted_ce(logits, labels, mask, log_prior):
-  """Eq. (6): CE(f(x) + tau * log p_k(y), y) with tau = 1 (REF); log_prior = log(p_k + 1e-12)
-  from the client's whole local label histogram (`data.clients.ClientData.logit_adjustment`)."""
-  return masked_mean_ce(logits + log_prior, labels, mask)
+def logit_adjusted_ce(logits, labels, mask, log_prior, tau: float = 1.0):
+  """Eq. (6): CE(f(x) + tau * log p_k(y), y) with tau = 1 (REF, the paper's eq. 6;
+  `clients.la_tau`; tau = 0: plain CE); log_prior = log(p_k + 1e-12) from the client's whole
+  local label histogram (`data.clients.ClientData.logit_adjustment`). tau is static: 1 and 0
+  add log_prior / nothing exactly."""
+  if tau == 0:
+    return masked_mean_ce(logits, labels, mask)
+  return masked_mean_ce(logits + (log_prior if tau == 1 else tau * log_prior), labels, mask)
 

@@ -19,6 +19,7 @@ from gas_jax import evaluation
 from gas_jax import execution
 from gas_jax import metrics as metrics_lib
 from gas_jax import runners
+from gas_jax import variants
 from gas_jax import workdir as workdir_lib
 from gas_jax.loop import Lane, run_loop
 
@@ -51,8 +52,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   A workdir that holds a checkpoint of the same run is resumed from it, with the same result as
   an uninterrupted run; a finished run is left as it is. A workdir holding another run is
   refused (`gas_jax.workdir`), unless `overwrite`, which moves the old run aside first. The
-  workdir is locked while the run lives.
+  workdir is locked while the run lives. `config.variant` is resolved first (`variants`: the
+  concrete fields of the paper-as-written switch), so everything below, config.json and the
+  run's identity included, sees the resolved config.
   """
+  config = variants.resolve(config)
   config_lib.validate(config, workdir)
   execution.limit_cpu_threads(config.execution.get("cpu_threads", 0))
   use_compilation_cache(config)

@@ -24,6 +24,7 @@ import numpy as np
 from absl import logging
 
 from gas_jax import metrics as metrics_lib
+from gas_jax import variants
 from gas_jax.errors import RunError
 
 # Fields that may differ between the stored config and a resuming one: they change how the run
@@ -41,6 +42,14 @@ RESUMABLE_SECTIONS = ("execution.", "execution_plan.")
 # the new config leaves its feature off (prefix -> (switch field, its "off" value)).
 ADDED_SECTIONS = {"privacy.": ("privacy.method", "none"), "eval_examples": ("eval_examples", 0),
                   "execution.precision": ("execution.precision", "float32")}
+# The paper-as-written switch and the follow-up knobs (docs/paper_as_written.md), each off at
+# REF's value.
+ADDED_SECTIONS.update({f: (f, v) for f, v in (
+    ("variant", "ref"), ("clients.activation_buffer", 0), ("clients.model_buffer", 0),
+    ("clients.la_tau", 1.0), ("stats.gen_rows", 0), ("stats.gen_balance", "topup"),
+    ("time.placement", "radius"), ("time.uplink", "full"), ("time.bandwidth_hz", 1e7),
+    ("time.tx_power_w", 0.2), ("time.noise_psd_w_per_hz", 3.981e-21),
+    ("time.path_loss_db_at_1km", 128.1), ("time.path_loss_db_per_decade", 37.6))})
 # Execution fields that change the numbers: fixed for the life of a run.
 NOT_RESUMABLE = frozenset({"execution.precision"})
 CONFIG_FILE = "config.json"
@@ -84,7 +93,10 @@ def differences(stored: Dict, new: Dict, done_iters: int = 0) -> List[str]:
 
   `done_iters`: global iterations the stored run has completed (num_global_iters may go down
   to that)."""
-  a, b = _flatten(normalise(stored)), _flatten(normalise(new))
+  # Both sides with the paper-as-written switch resolved (a launcher's unresolved config
+  # against the resolved config.json of its run: `variants`).
+  a = _flatten(normalise(variants.resolve_dict(normalise(stored))))
+  b = _flatten(normalise(variants.resolve_dict(normalise(new))))
   out = []
   for key in sorted(set(a) | set(b)):
     if resumable(key) and key != "num_global_iters":

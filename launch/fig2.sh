@@ -6,4 +6,4 @@
 set -euo pipefail
 data=${1:?DATA_DIR}; out=${2:?OUT_DIR}; shift 2
 python launch/compare.py --config=configs/fig2_fmnist.py:gen --methods=gas,gas_nogen \
-  --seeds=0,1,2 --workdir="$out" --config.data.dir="$data" "$@"
+  --seeds=2023,1998,1125 --workdir="$out" --config.data.dir="$data" "$@"

@@ -6,6 +6,6 @@ set -euo pipefail
 data=${1:?DATA_DIR}; out=${2:?OUT_DIR}; shift 2
 for d in cifar10 cinic10; do
   python launch/compare.py --config="configs/$d.py" --partitions=shard2,dir0.1 \
-    --methods=gas,minibatch_sfl,s2fl --seeds=0,1,2 --workdir="$out/$d" \
+    --methods=gas,minibatch_sfl,s2fl --seeds=2023,1998,1125 --workdir="$out/$d" \
     --config.data.dir="$data" "$@"
 done

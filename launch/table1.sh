@@ -6,7 +6,7 @@
 set -euo pipefail
 data=${1:?DATA_DIR}; out=${2:?OUT_DIR}; shift 2
 run() { python launch/compare.py --config="$1" --partitions="$2" --workdir="$out/$3" \
-  --methods=fedavg,fedbuff,ca2fl,gas --seeds=0,1,2 --config.data.dir="$data" "${@:4}"; }
+  --methods=fedavg,fedbuff,ca2fl,gas --seeds=2023,1998,1125 --config.data.dir="$data" "${@:4}"; }
 run configs/cifar10.py shard2,dir0.1 cifar10 "$@"
 run configs/cinic10.py shard2,shard4,dir0.1,dir0.3 cinic10 "$@"
 run configs/fmnist.py shard2,dir0.1 fmnist "$@"

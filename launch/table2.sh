@@ -6,6 +6,6 @@ set -euo pipefail
 data=${1:?DATA_DIR}; out=${2:?OUT_DIR}; shift 2
 for e in 10 20 35 50; do
   python launch/compare.py --config="configs/table2_local_iters.py:E$e" \
-    --partitions=shard2,dir0.1 --methods=fedbuff,ca2fl,gas --seeds=0,1,2 \
+    --partitions=shard2,dir0.1 --methods=fedbuff,ca2fl,gas --seeds=2023,1998,1125 \
     --workdir="$out/E$e" --config.data.dir="$data" "$@"
 done

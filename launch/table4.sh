@@ -7,6 +7,6 @@ data=${1:?DATA_DIR}; out=${2:?OUT_DIR}; shift 2
 for m in alexnet vgg16; do
   for s in L1 L2 L3 L4; do
     python launch/compare.py --config="configs/table4_split.py:$m:$s" --methods=gas \
-      --seeds=0,1,2 --workdir="$out/${m}_$s" --config.data.dir="$data" "$@"
+      --seeds=2023,1998,1125 --workdir="$out/${m}_$s" --config.data.dir="$data" "$@"
   done
 done

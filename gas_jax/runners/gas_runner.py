@@ -1,8 +1,8 @@
 """The GAS host loop: replays the scheduler's events through the jitted GAS steps (spec §1.3).
 
 Per global iteration: the scheduler lists the events up to the next aggregation; each client step
-is one jitted call (minibatch gathered on the device by index); after every C-th step the server
-update runs (statistics merge, generation, server SGD step).
+is one jitted call (minibatch gathered on the device by index); after every Q_s-th step (REF: C)
+the server update runs (statistics merge, generation, server SGD step).
 """
 import dataclasses
 import functools
@@ -38,6 +38,11 @@ def device_mesh(n: int):
                        axis_types=(jax.sharding.AxisType.Auto,))
 
 
+def cohort_limit(participating: int, hp) -> int:
+  """The most events a cohort can hold: distinct slots (C) before a server update (Q_s)."""
+  return min(participating, gas.buffer_size(hp))
+
+
 def build_algorithm(ctx: RunContext, generate: bool) -> gas.Algorithm:
   """GAS built for the context's model, config and execution plan (and `privacy`: the
   regulariser of eq. 44, with the image range of `ctx.dataset`)."""
@@ -66,7 +71,8 @@ def seed_setup(ctx: RunContext, algo: gas.Algorithm, init=None) -> SeedSetup:
   return SeedSetup(
       scheduler=scheduler_lib.GasScheduler(
           ctx.time_model, cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters,
-          cfg.seed),
+          cfg.seed, activation_buffer=cfg.clients.get("activation_buffer", 0),
+          model_buffer=cfg.clients.get("model_buffer", 0)),
       state=(init or algo.init)(jax.random.fold_in(key, 0)),
       step_key=augment_lib.run_key(cfg.seed), server_key=jax.random.fold_in(key, 2),
       agg_w=(np.ones(ctx.clients.num_clients) if cfg.clients.aggregation == "uniform"
@@ -116,12 +122,12 @@ class GasRunner:
           functools.partial(dissimilarity.gradient_dissimilarity, ctx.model))
 
   def precompile(self) -> None:
-    """Compiles every cohort size the schedule can produce (cohorts hold distinct slots, so at
-    most C events) by running padding-only cohorts, which change nothing, and, where there are
+    """Compiles every cohort size the schedule can produce (cohorts hold distinct slots and end
+    at a server update, so at most min(C, Q_s) events) by running padding-only cohorts, which change nothing, and, where there are
     several, the server update's packed sizes (`precompile_server`; one size, as in chunks on
     the CPU, compiles at the first update): no compilation happens later, inside the timed
     global iterations."""
-    c = self.cfg.clients.participating
+    c = cohort_limit(self.cfg.clients.participating, self.algo.hparams)
     n_dev = 1 if self.mesh is None else self.mesh.size
     limit = c if self.cohort_size == 0 else min(c, self.cohort_size)
     sizes = sorted({engine.bucket(n, n_dev) for n in range(1, limit + 1)})

@@ -7,9 +7,9 @@ minibatches, initialisation and sampling keys - and writes the same files to `WO
 `WORKDIR/summary.json` adds the mean and standard deviation over the seeds.
 
 Why this works: in GAS every client step adds one minibatch to the activation buffer and the
-server updates after every C-th step (spec §1.5), whatever the schedule. So tick j of the
-program runs the j-th client event of every seed (vmapped over seeds: each seed's own client,
-slot, minibatch and key) and, when j is a multiple of C, the server updates of all seeds in
+server updates after every Q_s-th step (spec §1.5; REF Q_s = C), whatever the schedule. So tick j
+of the program runs the j-th client event of every seed (vmapped over seeds: each seed's own
+client, slot, minibatch and key) and, when j is a multiple of Q_s, the server updates of all seeds in
 one vmapped call (`seeds_steps`; the statistics' occasional compressions run from
 the host, one seed's label at a time). With cohorts (`execution.cohort_size` != 1, the
 accelerator default) a tick runs one segment of every seed instead: its cohorts up to its next
@@ -170,7 +170,7 @@ class SeedsGasRunner:
     """Compiles, before training, every padded cohort length (padding changes nothing), the
     compression and, where there are several, the server update's packed sizes of generated
     rows (`GasRunner.precompile`)."""
-    c = self.cfg.clients.participating
+    c = gas_runner.cohort_limit(self.cfg.clients.participating, self.algo.hparams)
     limit = c if self.cohort_size == 0 else min(c, self.cohort_size)
     cs, buf = self.state
     for size in sorted({engine.bucket(n) for n in range(1, limit + 1)}):

@@ -4,9 +4,11 @@ The order in which clients act depends only on the simulated clock (compute spee
 FLOPs and bits per split) and on the replacement draws, never on the training itself, so the host
 computes it ahead and the device just executes the resulting events. One event = one client local
 step: the client with the smallest clock acts (ties -> earlier slot), its activation goes to
-activation-buffer position `buf_pos`; when the buffer holds C minibatches the server updates; a
-client that finished E steps uploads its model, and a uniformly drawn inactive client takes its
-slot at the departing client's clock, starting from the newest aggregate.
+activation-buffer position `buf_pos`; when the buffer holds Q_s minibatches the server updates; a
+client that finished E steps uploads its model into the model buffer, which is aggregated when
+it holds Q_c models, and a uniformly drawn inactive client takes its slot at the departing
+client's clock, starting from the newest aggregate. REF: Q_s = Q_c = C (spec §6.6); the paper
+(Algorithm 1) sets them separately.
 """
 import dataclasses
 from typing import List
@@ -38,9 +40,11 @@ class GasScheduler:
   """Simulated clocks, active set, replacement and weight counters of REF's GAS loop."""
 
   def __init__(self, time_model: TimeModel, num_clients: int, participating: int,
-               local_iters: int, seed: int):
+               local_iters: int, seed: int, activation_buffer: int = 0, model_buffer: int = 0):
     self.tm = time_model
     self.K, self.C, self.E = num_clients, participating, local_iters
+    self.Q_s = activation_buffer or participating    # minibatches per server update
+    self.Q_c = model_buffer or participating         # models per aggregation
     self.rng = np.random.default_rng(np.random.SeedSequence([seed, 0x5C4E]))
     self.active = self.rng.permutation(self.K)[: self.C].astype(np.int64)
     self.tau = np.zeros(self.K)
@@ -68,7 +72,7 @@ class GasScheduler:
     buf_pos = self.q_s
     self.q_s += 1
     self.tau[k] += self.tm.compute(k)          # backward
-    server_update = self.q_s == self.C
+    server_update = self.q_s == self.Q_s
     if server_update:
       self.server_updates += 1
       self.q_s = 0
@@ -81,7 +85,7 @@ class GasScheduler:
       self.q_c += 1
       self.tau[k] += self.tm.upload_model(k)
       self.round_times.append(float(self.tau[k]))
-      if self.q_c == self.C:
+      if self.q_c == self.Q_c:
         self.total_weight += self.server_updates
         self.q_c = 0
         self.global_iters += 1

@@ -37,8 +37,18 @@ CLIP = 0.2        # observed pre-clip norms: client 0.17-0.28, server 0.18-0.77
 REL = 1e-5
 
 
-def _config():
+# The follow-up knobs (docs/paper_as_written.md) against the same oracle: Q_s = 4 and Q_c = 5
+# with C = 3, logit adjustment tau = 0.5, every label topped up to an equal count of at least 6.
+KNOBS = dict(activation_buffer=4, model_buffer=5, la_tau=0.5, gen_rows=6, gen_balance="equal")
+
+
+def _config(knobs=None):
   c = digits.get_config()
+  if knobs:
+    c.clients.activation_buffer, c.clients.model_buffer = knobs["activation_buffer"], \
+        knobs["model_buffer"]
+    c.clients.la_tau = knobs["la_tau"]
+    c.stats.gen_rows, c.stats.gen_balance = knobs["gen_rows"], knobs["gen_balance"]
   c.num_global_iters = T
   c.clients.num, c.clients.participating = 6, 3
   c.clients.local_iters, c.clients.batch_size = 3, 8
@@ -119,13 +129,22 @@ def _run_engine(cfg):
 
 def _generated_rows(rec, cfg):
   """u -> the (x, y) rows the engine generated at server update u."""
-  cb = cfg.clients.participating * cfg.clients.batch_size
+  cb = (cfg.clients.activation_buffer or cfg.clients.participating) * cfg.clients.batch_size
 
   def get(u):
     x, y, valid = rec["server"][u]["last_batch"]
     valid = np.asarray(valid[cb:], bool)
     return np.asarray(x[cb:])[valid], np.asarray(y[cb:])[valid]
   return get
+
+
+def _gen_level(cfg):
+  """counts [M] -> the rows every label is topped up to: stats.gen_rows (0: B), or with "equal"
+  balance the largest of that and the label counts (written out here, not the engine's)."""
+  target = cfg.stats.gen_rows or cfg.clients.batch_size
+  if cfg.stats.gen_balance == "equal":
+    return lambda counts: max(target, int(np.max(counts)))
+  return lambda counts: target
 
 
 def _run_oracle(cfg, ctx, theta0, phi0, rec, oracle_cls=gas_oracle.GasOracle):
@@ -140,7 +159,9 @@ def _run_oracle(cfg, ctx, theta0, phi0, rec, oracle_cls=gas_oracle.GasOracle):
       local_iters=cfg.clients.local_iters, batch_size=cfg.clients.batch_size,
       lr=cfg.optimizer.lr, momentum=cfg.optimizer.momentum,
       weight_decay=cfg.optimizer.weight_decay, clip_norm=cfg.optimizer.clip_norm,
-      jitter=1e-5, generated=_generated_rows(rec, cfg))
+      jitter=1e-5, generated=_generated_rows(rec, cfg),
+      activation_buffer=cfg.clients.activation_buffer, model_buffer=cfg.clients.model_buffer,
+      la_tau=cfg.clients.la_tau, gen_level=_gen_level(cfg))
   iters = []
   for _ in range(T):
     oracle.run_iteration()
@@ -153,9 +174,10 @@ def _run_oracle(cfg, ctx, theta0, phi0, rec, oracle_cls=gas_oracle.GasOracle):
   return oracle, iters
 
 
-@pytest.fixture(scope="module")
-def runs():
-  cfg = _config()
+@pytest.fixture(scope="module",
+                params=["ref", pytest.param("knobs", marks=pytest.mark.slow)])
+def runs(request):
+  cfg = _config(KNOBS if request.param == "knobs" else None)
   ctx, (theta0, phi0), rec = _run_engine(cfg)
   oracle, iters = _run_oracle(cfg, ctx, theta0, phi0, rec)
   return cfg, ctx, rec, oracle, iters
@@ -178,6 +200,28 @@ def test_path_is_reached(runs):
   assert oracle.t == T and oracle.U == len(rec["server"]) >= 2 * T
   assert len({e["client"] for e in oracle.events}) > cfg.clients.participating   # replacements
   assert len({e["tag"] for e in oracle.events}) > cfg.clients.local_iters        # TW tags
+
+
+def test_knob_paths_are_reached(runs):
+  """With the knobs: Q_s events per server update, Q_c uploads per aggregation (both != C), and
+  updates where the equal-count rule tops labels past gen_rows (all labels end equal)."""
+  cfg, _, rec, oracle, _ = runs
+  if not cfg.clients.activation_buffer:
+    pytest.skip("REF run")
+  evs = rec["events"]
+  ups = [i for i, e in enumerate(evs) if e.server_update]
+  assert np.all(np.diff([-1] + ups) == KNOBS["activation_buffer"]), ups
+  aggs = [i for i, e in enumerate(evs) if e.aggregate]
+  uploads = np.cumsum([e.upload for e in evs])
+  assert list(uploads[aggs]) == [KNOBS["model_buffer"] * (t + 1) for t in range(T)]
+  past = 0
+  for log in oracle.server_log:
+    counts = np.bincount(log["buffer"][1], minlength=oracle.M)
+    if log["generated"]:
+      total = counts + log["given_gen"]
+      assert np.all(total == total[0]) and total[0] >= KNOBS["gen_rows"]
+      past += total[0] > KNOBS["gen_rows"]
+  assert past >= 1
 
 
 def test_schedule_and_minibatches(runs):

@@ -24,8 +24,9 @@ def _rate(d_km):
   return 1e7 * np.log2(1.0 + 0.2 * 10.0 ** (-pl / 10.0) / (1e7 * 3.981e-21))
 
 
-def _naive(compute, distance, seed, num_events):
-  """Spec §1.2 (steps 6-7) and §1.3 event loop; returns a list of dicts, one per client step."""
+def _naive(compute, distance, seed, num_events, qs=C, qc=C):
+  """Spec §1.2 (steps 6-7) and §1.3 event loop; returns a list of dicts, one per client step.
+  qs, qc: the activation / model buffer sizes (REF: both C; paper Algorithm 1: Q_s, Q_c)."""
   fc = [FLOPS / c for c in compute]                   # F_c / c_k
   ua = [B * ABITS / _rate(d) for d in distance]       # B A_bits / r_k
   um = [MBITS / _rate(d) for d in distance]           # Mbits_c / r_k
@@ -53,7 +54,7 @@ def _naive(compute, distance, seed, num_events):
     q_s += 1
     wc[k] += 1
     tau[k] += fc[k]                  # client backward
-    if q_s == C:
+    if q_s == qs:
       u += 1
       q_s = 0
       ev["server_update"] = True
@@ -65,7 +66,7 @@ def _naive(compute, distance, seed, num_events):
       q_c += 1
       tau[k] += um[k]
       round_times.append(tau[k])
-      if q_c == C:
+      if q_c == qc:
         tw += u
         q_c = 0
         t += 1
@@ -84,10 +85,10 @@ def _naive(compute, distance, seed, num_events):
   return events, ties
 
 
-def _scheduler(profiles, seed):
+def _scheduler(profiles, seed, **buffers):
   tm = timing.TimeModel(profiles=profiles, client_flops=FLOPS, activation_bits=ABITS,
                         client_model_bits=MBITS, batch_size=B)
-  return scheduler_lib.GasScheduler(tm, K, C, E, seed)
+  return scheduler_lib.GasScheduler(tm, K, C, E, seed, **buffers)
 
 
 def _compare(events, expected):
@@ -109,6 +110,23 @@ def test_events_match_naive_simulation(seed):
   expected, _ = _naive(profiles.compute, profiles.distance, seed, 300)
   _compare(events, expected)
   assert sum(e["aggregate"] for e in expected) >= 15   # many replacements and aggregations
+
+
+@pytest.mark.parametrize("qs, qc", [(2, 5), (5, 2), (1, 1)])
+def test_buffer_sizes_match_naive_simulation(qs, qc):
+  """Q_s and Q_c set apart from C (clients.activation_buffer / model_buffer): a server update
+  after every Q_s-th step (buffer positions 0..Q_s-1), an aggregation at every Q_c-th upload."""
+  profiles = timing.draw_profiles(K, 4)
+  sched = _scheduler(profiles, 4, activation_buffer=qs, model_buffer=qc)
+  events = [sched.next_event() for _ in range(300)]
+  expected, _ = _naive(profiles.compute, profiles.distance, 4, 300, qs=qs, qc=qc)
+  _compare(events, expected)
+  assert [e.buf_pos for e in events[:2 * qs]] == list(range(qs)) * 2
+  assert [i for i, e in enumerate(events) if e.server_update][:3] == [qs - 1, 2 * qs - 1,
+                                                                       3 * qs - 1]
+  uploads = np.cumsum([e.upload for e in events])
+  aggs = [i for i, e in enumerate(events) if e.aggregate]
+  assert len(aggs) >= 5 and list(uploads[aggs]) == [qc * (t + 1) for t in range(len(aggs))]
 
 
 def test_events_match_naive_simulation_with_ties():

@@ -11,11 +11,12 @@ from gas_jax.algorithms.gas.planning import (check_gen_rows, make_room, plan_fro
                                              run_server_update, server_sizes_to_precompile)
 from gas_jax.algorithms.gas.server import DROPOUT_SALT
 from gas_jax.algorithms.gas.state import (ActivationBuffer, Algorithm, ClientState, GasHParams,
-                                          GasState, ServerState, hparams_from_config)
+                                          GasState, ServerState, buffer_size, gen_samples,
+                                          gen_target, hparams_from_config)
 
 __all__ = [
     "DROPOUT_SALT", "ActivationBuffer", "Algorithm", "ClientState", "GasHParams", "GasState",
-    "ServerState", "build", "check_gen_rows", "generated_row_sizes", "generated_rows",
+    "ServerState", "buffer_size", "build", "check_gen_rows", "gen_samples", "gen_target", "generated_row_sizes", "generated_rows",
     "hparams_from_config", "make_room", "plan_from_host", "plan_server_update",
     "precompile_compress", "run_server_update", "server_sizes_to_precompile",
 ]

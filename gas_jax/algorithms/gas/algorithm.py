@@ -10,12 +10,12 @@ has the shape `(state, batch, rng) -> (state, metrics)`:
 2. client gradient of the logit-adjusted loss CE(f_s(phi; A) + log p_k, y) (eq. 6) through the
    *current* server model phi (phi is not updated by it); SGD step on theta_slot (shared
    momentum; `client`);
-3. if the buffer now holds C minibatches: SERVER_UPDATE (spec §1.5) - merge the real rows into
+3. if the buffer now holds Q_s minibatches (REF: C): SERVER_UPDATE (spec §1.5) - merge the real rows into
    the per-label statistics (eq. 11-12, `gas_jax.stats`), top every label up to B rows with
    generated activations once all labels have statistics (Algorithm 1), one SGD step on phi
    (plain CE, eq. 5; `server`, `generation`);
 4. if this was the client's E-th step: its model enters the model buffer (eq. 9; uniform 1/C in
-   REF, |D_k|-weighted = paper eq. 10); when C models arrived the aggregate replaces theta_glob;
+   REF, |D_k|-weighted = paper eq. 10); when Q_c models arrived (REF: C) the aggregate replaces theta_glob;
    the slot restarts from the newest theta_glob (a replacement client joins).
 """
 import dataclasses
@@ -27,7 +27,8 @@ import numpy as np
 from gas_jax import optim
 from gas_jax.algorithms.gas import client, generation, server
 from gas_jax.algorithms.gas.state import (ActivationBuffer, Algorithm, ClientState, GasHParams,
-                                          GasState, ServerState, stack)
+                                          GasState, ServerState, buffer_size, gen_samples,
+                                          stack)
 from gas_jax.privacy import regularisers
 
 tree_map = jax.tree_util.tree_map
@@ -39,6 +40,7 @@ def build(model, hp: GasHParams) -> Algorithm:
   if hp.server_chunk and not model.server_rowwise:
     hp = dataclasses.replace(hp, server_chunk=0)
   c, b, m = hp.participating, hp.batch_size, hp.num_classes
+  q = buffer_size(hp)         # Q_s (REF: C)
   dim = int(np.prod(model.activation_shape))
   tx = optim.make_transform(hp.optimizer, hp.momentum, hp.weight_decay, hp.clip_norm)
   client_step, cohort_step, objective = client.make_client(model, hp, tx, dim)
@@ -61,16 +63,16 @@ def build(model, hp: GasHParams) -> Algorithm:
     stats = generation.init_stats(hp, dim)
     last = None
     if hp.keep_last_batch:
-      rows = c * b + (m * b if hp.generate else 0)
+      rows = q * b + (m * gen_samples(hp) if hp.generate else 0)
       last = (jnp.zeros((rows,) + tuple(model.activation_shape), jnp.float32),
               jnp.zeros((rows,), jnp.int32), jnp.zeros((rows,), bool))
     server_state = ServerState(server=phi, server_opt=tx.init(model.trainable(phi)),
                                stats=stats, last_batch=last,
                                server_updates=jnp.zeros((), jnp.int32))
     buffer = ActivationBuffer(
-        acts=jnp.zeros((c, b, dim), jnp.float32), labels=jnp.zeros((c, b), jnp.int32),
-        row_mask=jnp.zeros((c, b), bool), tags=jnp.zeros((c,), jnp.float32),
-        tag_shift=jnp.zeros((c,), jnp.float32) if hp.relative_tags else None)
+        acts=jnp.zeros((q, b, dim), jnp.float32), labels=jnp.zeros((q, b), jnp.int32),
+        row_mask=jnp.zeros((q, b), bool), tags=jnp.zeros((q,), jnp.float32),
+        tag_shift=jnp.zeros((q,), jnp.float32) if hp.relative_tags else None)
     return GasState(client=client_state, server=server_state, buffer=buffer)
 
   return Algorithm(init=init, client_step=client_step, server_step=server_step,

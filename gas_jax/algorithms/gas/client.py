@@ -83,7 +83,8 @@ def make_client(model, hp: GasHParams, tx, dim: int):
                                jax.random.fold_in(rng, 0), batch["mask"])
     logits, phi = model.server_train(batch["server"], a, jax.random.fold_in(rng, 1),
                                      batch["mask"])
-    loss = losses.logit_adjusted_ce(logits, batch["y"], batch["mask"], batch["log_prior"])
+    loss = losses.logit_adjusted_ce(logits, batch["y"], batch["mask"], batch["log_prior"],
+                                    hp.la_tau)
     if reg is None:
       return loss, (loss, a, th, phi, None)
     penalty, score = reg.penalty(dec, batch["x"], a, batch["mask"])

@@ -1,6 +1,6 @@
 """The GAS server update (paper eq. 5, Algorithm 1 lines 8-10; spec §1.5).
 
-SERVER_UPDATE runs when the activation buffer holds C minibatches: the real rows are merged
+SERVER_UPDATE runs when the activation buffer holds Q_s minibatches (REF: C): the real rows are merged
 into the per-label statistics and topped up with generated activations (`generation`), then phi
 takes one optimiser step on the plain CE of real and generated rows (eq. 5). `compress` is the
 statistics' compression as a step of its own, which the runners call from the host
@@ -12,7 +12,7 @@ import jax.numpy as jnp
 from gas_jax import losses, optim, weighting
 from gas_jax import stats as stats_lib
 from gas_jax.algorithms.gas import generation
-from gas_jax.algorithms.gas.state import GasHParams, ServerState, finite
+from gas_jax.algorithms.gas.state import GasHParams, ServerState, buffer_size, finite
 
 tree_map = jax.tree_util.tree_map
 DROPOUT_SALT = 0xD0   # the server update's dropout key: fold_in(fold_in(rng, update), salt)
@@ -20,7 +20,7 @@ DROPOUT_SALT = 0xD0   # the server update's dropout key: fold_in(fold_in(rng, up
 
 def make_server(model, hp: GasHParams, tx, dim: int):
   """(server_step, generate, compress) for `model`'s server part; tx: the optimiser."""
-  c, b = hp.participating, hp.batch_size
+  c, b = buffer_size(hp), hp.batch_size    # Q_s minibatches (REF: C)
   generate = generation.make_generate(hp, dim)
 
   def server_step(state: ServerState, batch, rng):

@@ -22,7 +22,7 @@ tree_map = jax.tree_util.tree_map
 
 @dataclasses.dataclass(frozen=True)
 class GasHParams:
-  participating: int            # C: concurrency and both buffer sizes
+  participating: int            # C: concurrency (and, by default, the activation buffer)
   batch_size: int               # B
   num_classes: int              # M
   generate: bool = True
@@ -46,6 +46,27 @@ class GasHParams:
   relative_tags: bool = False   # tags relative to a running maximum ("exp"/"poly", `weighting`)
   server_bn_client_steps: bool = True  # REF: client-gradient forwards update phi's BN running stats
   privacy: Any = None           # `privacy.regularisers.PrivacyHParams`; None: no regulariser (REF)
+  activation_buffer: int = 0    # Q_s minibatches per server update (0: C, REF)
+  la_tau: float = 1.0           # logit adjustment strength tau of eq. (6) (1: REF; 0: plain CE)
+  gen_rows: int = 0             # generation tops each label up to this many rows (0: B, REF)
+  gen_balance: str = "topup"    # "topup" (REF, spec §1.5) | "equal" (paper: equal rows per label)
+
+
+def buffer_size(hp: GasHParams) -> int:
+  """Q_s: minibatches the activation buffer holds before a server update (REF: C)."""
+  return hp.activation_buffer or hp.participating
+
+
+def gen_target(hp: GasHParams) -> int:
+  """The rows per label generation tops up to (REF: B, spec §1.5)."""
+  return hp.gen_rows or hp.batch_size
+
+
+def gen_samples(hp: GasHParams) -> int:
+  """The most generated rows one label can need in a server update: its target, or with
+  "equal" balance the largest label count a buffer can hold (Q_s B, all its rows one label)."""
+  t = gen_target(hp)
+  return t if hp.gen_balance == "topup" else max(t, buffer_size(hp) * hp.batch_size)
 
 
 @struct.dataclass
@@ -71,11 +92,11 @@ class ServerState:
 
 @struct.dataclass
 class ActivationBuffer:
-  acts: jax.Array        # [C, B, D]
-  labels: jax.Array      # [C, B]
-  row_mask: jax.Array    # [C, B] bool (partial minibatches are padded)
-  tags: jax.Array        # [C] weight tag of each buffered minibatch
-  tag_shift: jax.Array = None  # [C] growth of the tags' reference at each (relative tags only)
+  acts: jax.Array        # [Q_s, B, D] (Q_s = C in REF)
+  labels: jax.Array      # [Q_s, B]
+  row_mask: jax.Array    # [Q_s, B] bool (partial minibatches are padded)
+  tags: jax.Array        # [Q_s] weight tag of each buffered minibatch
+  tag_shift: jax.Array = None  # [Q_s] growth of the tags' reference at each (relative tags only)
 
 
 @struct.dataclass
@@ -131,4 +152,8 @@ def hparams_from_config(config, num_classes: int, generate: bool, plan=None) -> 
       keep_last_batch=bool(config.grad_dissimilarity.enabled),
       server_chunk=plan.server_chunk, sampler=plan.sampler,
       relative_tags=config.weighting.fn in weighting.RELATIVE,
-      server_bn_client_steps=bool(config.model.server_bn_client_steps))
+      server_bn_client_steps=bool(config.model.server_bn_client_steps),
+      activation_buffer=config.clients.get("activation_buffer", 0),
+      la_tau=float(config.clients.get("la_tau", 1.0)),
+      gen_rows=config.stats.get("gen_rows", 0),
+      gen_balance=config.stats.get("gen_balance", "topup"))

@@ -62,16 +62,23 @@ class GasOracle:
     clock: `common.Clock`; rng: numpy Generator of the scheduler's draws (initial active set
       = rng.permutation(K)[:C], replacements rng.choice(inactive)).
     generated: u -> (x, y) generated rows of server update u (injected from the engine).
+    activation_buffer, model_buffer: Q_s minibatches per server update, Q_c models per
+      aggregation (0: C, REF); la_tau: the logit adjustment's strength (eq. 6; REF 1);
+      gen_level: counts [M] -> the rows every label is topped up to (default: B, REF §1.5).
   """
 
   def __init__(self, net, theta0, phi0, x_train, y_train, parts, next_batch, clock, rng, *,
                num_classes, participating, local_iters, batch_size, lr, momentum,
-               weight_decay, clip_norm, jitter, generated):
+               weight_decay, clip_norm, jitter, generated, activation_buffer=0, model_buffer=0,
+               la_tau=1.0, gen_level=None):
     self.net, self.model = net, net.model
     self.x, self.y = np.asarray(x_train, np.float32), np.asarray(y_train)
     self.K, self.C, self.E, self.B, self.M = len(parts), participating, local_iters, \
         batch_size, num_classes
     self.next_batch, self.clock, self.rng, self.generated = next_batch, clock, rng, generated
+    self.Q_s, self.Q_c = activation_buffer or self.C, model_buffer or self.C
+    self.la_tau = la_tau
+    self.gen_level = gen_level or (lambda counts: self.B)
     self.act_shape = tuple(self.model.activation_shape)
     self.dim = int(np.prod(self.act_shape))
     self.log_prior = [common.log_prior(self.y[p], self.M) for p in parts]
@@ -107,7 +114,7 @@ class GasOracle:
     idx = np.asarray(idx)[np.asarray(mask, bool)]
     self.batches.append(idx.copy())
     x, y = self.x[idx], self.y[idx]
-    lp = np.asarray(self.log_prior[k], np.float32)
+    lp = np.asarray(self.la_tau * self.log_prior[k], np.float32)
     (loss, act), grads = self.net.la_client_grad(common.to32(theta), common.to32(self.phi),
                                                  x, y, lp)
     tag = int(self.wc[k])
@@ -118,7 +125,7 @@ class GasOracle:
     self.tau[k] += clk.fc(k)                                  # client backward
     ev = dict(client=k, slot=s, tag=tag, server_update=False, upload=False, aggregate=False,
               time=float(self.tau[k]), iteration_time=0.0)
-    if len(self.buffer) == self.C:
+    if len(self.buffer) == self.Q_s:
       ev["server_update"] = True
       self.server_update()
       self.buffer = []
@@ -129,10 +136,10 @@ class GasOracle:
       self.q_c += 1
       self.tau[k] += clk.model_up(k)
       self.round_times.append(float(self.tau[k]))
-      contrib = common.tree_map(lambda p: p / self.C, self.slots[s])   # uniform 1/C
+      contrib = common.tree_map(lambda p: p / self.Q_c, self.slots[s])   # uniform 1/Q_c
       self.model_sum = contrib if self.model_sum is None else common.tree_map(
           np.add, self.model_sum, contrib)
-      if self.q_c == self.C:
+      if self.q_c == self.Q_c:
         self.TW += self.U
         self.theta_glob, self.model_sum, self.q_c = self.model_sum, None, 0
         self.t += 1
@@ -163,7 +170,7 @@ class GasOracle:
     counts = np.bincount(labels, minlength=self.M)
     expected = np.zeros(self.M, np.int64)
     if self.stats.seen.all():
-      expected = np.maximum(0, self.B - counts)
+      expected = np.maximum(0, self.gen_level(counts) - counts)
     log["expected_gen"] = expected
     if self.stats.seen.all():
       gx, gy = self.generated(u)
@@ -180,7 +187,8 @@ class GasOracle:
       batch_x, batch_y = acts, labels
     log["generated"] = int(len(batch_y) - len(labels))
     bx, by, valid = common.pad_rows(batch_x.reshape((-1,) + self.act_shape), batch_y,
-                                    self.C * self.B + self.M * self.B)
+                                    self.Q_s * self.B + self.M * self.gen_level(
+                                        np.full(self.M, self.Q_s * self.B)))
     loss, grads = self.net.server_grad(common.to32(self.phi), bx, by, valid)
     self.phi = self.server_opt.step(self.phi, grads)
     log.update(loss=float(loss), phi=common.copy(self.phi), mean=self.stats.mean.copy(),
