@@ -212,3 +212,75 @@ def write_report(root: str, methods: Sequence[str], partitions: Sequence[str],
   plot_curves(root, methods, partitions, seeds, "global_iteration", paths["iteration"],
               "global iteration", cells=cells)
   return paths
+
+
+# Staleness histograms (issue 28, item 3), drawn from finished cells (run folders or packed
+# results, as `load_run` reads them). The paper's Fig. 2(a) and Fig. 4: gas_jax/figures.py.
+
+
+def save_figure(fig, path: str) -> None:
+  """Writes `fig` to `path` (folders made) and closes it."""
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+
+
+def plot_staleness_rows(groups: Dict[str, Sequence[Sequence[Dict]]], path: str,
+                        title: str = "") -> Dict[str, Dict[str, Dict[int, int]]]:
+  """Staleness histograms, one subplot per group (a method): bars of the share of aggregated
+  models at each model staleness and of merged activation minibatches at each activation
+  staleness (`gas_jax.staleness`), summed over every row of every run of the group; `groups`:
+  {label: [rows of one run, ...]}. Rows without the columns (older runs) count nothing.
+  Returns the counts drawn: {label: {"model" / "activation": {staleness: count}}}."""
+  from gas_jax import staleness  # noqa: PLC0415  (imported here: this block is appended)
+  labels = list(groups)
+  cols = max(1, min(4, len(labels)))
+  nrows = max(1, -(-len(labels) // cols))
+  fig, axes = plt.subplots(nrows, cols, figsize=(4.0 * cols, 3.2 * nrows), squeeze=False)
+  for ax in axes.flat[len(labels):]:
+    ax.axis("off")
+  drawn_counts = {}
+  for ax, label in zip(axes.flat, labels):
+    rows = [r for run in groups[label] for r in run]
+    drawn, drawn_counts[label] = False, {}
+    for i, kind in enumerate(staleness.KINDS):
+      counts = staleness.merge_hists(r.get(f"{kind}_staleness_hist") for r in rows)
+      if not counts:
+        continue
+      drawn_counts[label][kind] = counts
+      total = sum(counts.values())
+      mean = sum(v * n for v, n in counts.items()) / total
+      x = np.array(list(counts), np.float64) + (i - 0.5) * 0.4
+      ax.bar(x, [n / total for n in counts.values()], width=0.4,
+             label=f"{kind} (n={total}, mean {mean:.2f}, max {max(counts)})")
+      drawn = True
+    ax.set_title(f"{label} (runs: {len(groups[label])})", fontsize=10)
+    ax.set_xlabel("staleness (model: global versions; activation: server updates)",
+                  fontsize=7)
+    ax.set_ylabel("share")
+    ax.grid(alpha=0.3)
+    if drawn:
+      ax.legend(fontsize=7)
+    else:
+      ax.text(0.5, 0.5, "no staleness columns", ha="center", va="center",
+              transform=ax.transAxes)
+  if title:
+    fig.suptitle(title)
+  save_figure(fig, path)
+  return drawn_counts
+
+
+def plot_staleness(root: str, methods: Sequence[str], partitions: Sequence[str],
+                   seeds: Sequence[int], path: str, cells=None) -> Dict:
+  """`plot_staleness_rows` of a comparison (`plot_curves`' arguments): one subplot per method
+  (per "partition / method" with several partitions) that has finished cells (`load_cell`: run
+  folders or packed results; `cells` as there), its seeds pooled. Returns the counts drawn."""
+  groups = {}
+  for p in partitions:
+    for m in methods:
+      runs = [rows for _, rows in load_cell(root, p, m, seeds, cells)]
+      if runs:
+        groups[m if len(partitions) == 1 else f"{p} / {m}"] = runs
+  return plot_staleness_rows(groups, path, title="staleness of aggregated models and merged "
+                      "activations")
