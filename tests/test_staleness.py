@@ -6,6 +6,7 @@ import pytest
 
 from helpers.staleness_toys import FixedTimes, start_gas
 from gas_jax import checkpoint, staleness
+from gas_jax.runners import gas_runner
 from gas_jax.system import scheduler as scheduler_lib
 
 # The hand-worked GAS schedule: K = 3, C = 2, E = 2, compute 0 s, model upload 0 s, activation
@@ -69,7 +70,6 @@ def test_gas_scheduler_hand_worked_schedule():
   assert _fields(rows[0] + rows[1]) == GAS_EVENTS
   assert [len(r) for r in rows] == [5, 3]
   # the row columns the GAS runners write (`gas_runner.event_staleness`)
-  from gas_jax.runners import gas_runner   # noqa: PLC0415
   assert gas_runner.event_staleness(rows[0]) == staleness.columns([0, 0], [0, 0, 1, 0])
   assert gas_runner.event_staleness(rows[1]) == dict(
       model_staleness_mean=0.5, model_staleness_max=1, model_staleness_hist={"0": 1, "1": 1},

@@ -6,7 +6,8 @@ computes it ahead and the device just executes the resulting events. One event =
 step: the client with the smallest clock acts (ties -> earlier slot), its activation goes to
 activation-buffer position `buf_pos`; when the buffer holds C minibatches the server updates; a
 client that finished E steps uploads its model, and a uniformly drawn inactive client takes its
-slot at the departing client's clock, starting from the newest aggregate.
+slot at the departing client's clock, starting from the newest aggregate. Events also carry
+the staleness of uploaded models and merged activations (`gas_jax.staleness`).
 """
 import dataclasses
 from typing import List, Tuple
