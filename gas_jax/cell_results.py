@@ -198,3 +198,22 @@ def unique(values: Sequence, flag: str) -> List:
   if not values:
     raise ConfigError(f"{flag} is empty: give at least one")
   return list(values)
+
+
+def load_counted(root: str) -> Dict[Tuple[str, str, int], Result]:
+  """The cells that counted in ROOT's last report (ROOT/cells.json, `report.write_report`),
+  each read strictly from its source; {} if ROOT has no report."""
+  path = os.path.join(root, report.COUNTED_FILE)
+  if not os.path.exists(path):
+    return {}
+  listed = read_json(path, "list of counted cells")
+  _need(path, "list of counted cells", listed, "cells", list)
+  out = {}
+  for c in listed["cells"]:
+    src = os.path.join(root, c["source"])
+    if src.endswith(".json") and os.path.basename(src) != "summary.json":
+      packed = read_packed_file(src)
+      out[c["partition"], c["method"], int(c["seed"])] = (packed["summary"], packed["metrics"])
+    else:
+      out[c["partition"], c["method"], int(c["seed"])] = read_run_result(os.path.dirname(src))
+  return out

@@ -183,7 +183,10 @@ def plot_curves(results: Results, methods: Sequence[str], partitions: Sequence[s
 
 
 def save_figure(fig, path: str) -> None:
-  """Saves a PNG whole or not at all (a temporary file renamed over `path`), closes `fig`."""
+  """Saves a PNG whole or not at all (laid out, folders made, a temporary file renamed over
+  `path`), closes `fig`."""
+  fig.tight_layout()
+  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = os.path.join(os.path.dirname(path) or ".", f".{os.path.basename(path)}.tmp.png")
   try:
     fig.savefig(tmp, dpi=120)
@@ -205,12 +208,18 @@ def window_text(summaries: Iterable[Dict]) -> str:
   return f"the last {n} evaluation{'' if ns == [1] else 's'}"
 
 
+COUNTED_FILE = "cells.json"
+
+
 def write_report(root: str, methods: Sequence[str], partitions: Sequence[str],
-                 seeds: Sequence[int], results: Results) -> Dict[str, str]:
-  """results.md, accuracy_vs_time.png and accuracy_vs_iteration.png in `root` from `results`
-  ((partition, method, seed) -> (summary, rows): the cells that count), each file written
-  whole or not at all. Raises RunError, writing nothing, when `results` is empty: an empty
-  table never replaces a good one."""
+                 seeds: Sequence[int], results: Results,
+                 sources: Optional[Dict] = None) -> Dict[str, str]:
+  """results.md, accuracy_vs_time.png, accuracy_vs_iteration.png and staleness.png in `root`
+  from `results` ((partition, method, seed) -> (summary, rows): the cells that count), each
+  file written whole or not at all; with `sources` (key -> the file each result was read from)
+  also cells.json, the list of the cells that counted (the paper's figures read only those:
+  `cell_results.load_counted`). Raises RunError, writing nothing, when `results` is empty: an
+  empty table never replaces a good one."""
   if not results:
     raise RunError("no cell of this grid finished with this config: results.md not written "
                    "(check --config.num_global_iters and the other overrides)")
@@ -224,11 +233,82 @@ def write_report(root: str, methods: Sequence[str], partitions: Sequence[str],
         "Run times (mean over seeds):", "", timing_table(results, methods, partitions, seeds)]
   paths = dict(table=os.path.join(root, "results.md"),
                time=os.path.join(root, "accuracy_vs_time.png"),
-               iteration=os.path.join(root, "accuracy_vs_iteration.png"))
+               iteration=os.path.join(root, "accuracy_vs_iteration.png"),
+               staleness=os.path.join(root, "staleness.png"))
   os.makedirs(root, exist_ok=True)
+  plot_staleness(results, methods, partitions, seeds, paths["staleness"])
   plot_curves(results, methods, partitions, seeds, "simulated_time_s", paths["time"],
               "simulated time (s, log scale)", log_x=True)
   plot_curves(results, methods, partitions, seeds, "global_iteration", paths["iteration"],
               "global iteration")
+  if sources is not None:
+    paths["cells"] = os.path.join(root, COUNTED_FILE)
+    counted = [dict(partition=p, method=m, seed=s, source=os.path.relpath(sources[p, m, s], root))
+               for p, m, s in sorted(results, key=str)]
+    metrics_lib.atomic_write(paths["cells"], json.dumps(dict(cells=counted), indent=1) + "\n")
   metrics_lib.atomic_write(paths["table"], "\n".join(md))
   return paths
+
+
+# Staleness histograms (issue 28, item 3), drawn from the cells that count. The paper's
+# Fig. 2(a) and Fig. 4: gas_jax/figures.py.
+
+
+def plot_staleness_rows(groups: Dict[str, Sequence[Sequence[Dict]]], path: str,
+                        title: str = "") -> Dict[str, Dict[str, Dict[int, int]]]:
+  """Staleness histograms, one subplot per group (a method): bars of the share of aggregated
+  models at each model staleness and of merged activation minibatches at each activation
+  staleness (`gas_jax.staleness`), summed over every row of every run of the group; `groups`:
+  {label: [rows of one run, ...]}. Rows without the columns (older runs) count nothing.
+  Returns the counts drawn: {label: {"model" / "activation": {staleness: count}}}."""
+  from gas_jax import staleness  # noqa: PLC0415  (imported here: this block is appended)
+  labels = list(groups)
+  cols = max(1, min(4, len(labels)))
+  nrows = max(1, -(-len(labels) // cols))
+  fig, axes = plt.subplots(nrows, cols, figsize=(4.0 * cols, 3.2 * nrows), squeeze=False)
+  for ax in axes.flat[len(labels):]:
+    ax.axis("off")
+  drawn_counts = {}
+  for ax, label in zip(axes.flat, labels):
+    rows = [r for run in groups[label] for r in run]
+    drawn, drawn_counts[label] = False, {}
+    for i, kind in enumerate(staleness.KINDS):
+      counts = staleness.merge_hists(r.get(f"{kind}_staleness_hist") for r in rows)
+      if not counts:
+        continue
+      drawn_counts[label][kind] = counts
+      total = sum(counts.values())
+      mean = sum(v * n for v, n in counts.items()) / total
+      x = np.array(list(counts), np.float64) + (i - 0.5) * 0.4
+      ax.bar(x, [n / total for n in counts.values()], width=0.4,
+             label=f"{kind} (n={total}, mean {mean:.2f}, max {max(counts)})")
+      drawn = True
+    ax.set_title(f"{label} (runs: {len(groups[label])})", fontsize=10)
+    ax.set_xlabel("staleness (model: global versions; activation: server updates)",
+                  fontsize=7)
+    ax.set_ylabel("share")
+    ax.grid(alpha=0.3)
+    if drawn:
+      ax.legend(fontsize=7)
+    else:
+      ax.text(0.5, 0.5, "no staleness columns", ha="center", va="center",
+              transform=ax.transAxes)
+  if title:
+    fig.suptitle(title)
+  save_figure(fig, path)
+  return drawn_counts
+
+
+def plot_staleness(results: Results, methods: Sequence[str], partitions: Sequence[str],
+                   seeds: Sequence[int], path: str) -> Dict:
+  """`plot_staleness_rows` of a comparison (`plot_curves`' arguments): one subplot per method
+  (per "partition / method" with several partitions) that has cells in `results`, its seeds
+  pooled. Returns the counts drawn."""
+  groups = {}
+  for p in partitions:
+    for m in methods:
+      runs = [rows for _, rows in load_cell(results, p, m, seeds)]
+      if runs:
+        groups[m if len(partitions) == 1 else f"{p} / {m}"] = runs
+  return plot_staleness_rows(groups, path, title="staleness of aggregated models and merged "
+                      "activations")

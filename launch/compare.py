@@ -15,7 +15,9 @@ whichever holds this very config finished at this T; if both do and disagree, th
 refused naming both files; a run of other overrides is reported as failed, never reused or
 overwritten (an interrupted cell of this config resumes from its checkpoint). An unreadable
 results file of a cell of the grid stops the command before anything runs, naming the file.
-Then DIR/results.md, DIR/accuracy_vs_time.png and DIR/accuracy_vs_iteration.png are written
+Then DIR/results.md, DIR/accuracy_vs_time.png, DIR/accuracy_vs_iteration.png, DIR/staleness.png
+(a staleness histogram per method) and DIR/cells.json (the cells that counted, each with the
+file it was read from; the paper's figures, launch/figures.py, read only those) are written
 (each whole or not at all) from the cells that count (`gas_jax.report`); if none does, nothing
 is written and the command fails: an empty table never replaces a good one. Without
 --partitions the config's own partition is the only column. Exits non-zero if any cell failed.
@@ -116,8 +118,9 @@ def main(argv):
       sys.exit(f"error: {e}")
   # Only each cell's one source of truth, finished with this comparison's config, counts.
   results = {k: r.result for k, r in resolved.items() if r.state == "done"}
+  sources = {k: r.source for k, r in resolved.items() if r.state == "done"}
   try:
-    paths = report.write_report(root, methods, partitions, seeds, results)
+    paths = report.write_report(root, methods, partitions, seeds, results, sources)
   except config_lib.RunError as e:
     sys.exit(f"error: {e}" + (f"; failed cells: {', '.join(failed)}" if failed else ""))
   cells.finish(paths, failed)

@@ -19,6 +19,7 @@ import jax
 import numpy as np
 from flax import struct
 
+from gas_jax import staleness
 from gas_jax.algorithms import fl
 from gas_jax.data import augment as augment_lib
 from gas_jax.context import RunContext
@@ -151,14 +152,16 @@ class _FLBase:
     self.state = self.state.replace(opt=opt)
     return params
 
-  def _row(self) -> dict:
+  def _row(self, model_staleness) -> dict:
+    """The row fields; `model_staleness`: per aggregated model (`gas_jax.staleness`)."""
     losses, fin = jax.device_get((self._losses, self._finite))
     self._losses, self._finite = [], []
     finite_check(self.global_iters, client_loss=np.array(losses), client_gradient=fin or [True])
     return dict(server_updates=self.global_iters, client_steps=self.client_steps,
                 simulated_time_s=self.t_now,
                 client_loss=float(np.mean(losses)) if losses else None,
-                server_loss=None, generated_per_update=0.0, stats_fallbacks=0)
+                server_loss=None, generated_per_update=0.0, stats_fallbacks=0,
+                **staleness.columns(model_staleness))
 
   def eval_params(self):
     return self.state.glob
@@ -199,7 +202,7 @@ class FedAvgRunner(_FLBase):
     models = [self.local_training(int(k), self.state.glob) for k in selected]
     self.state = self.state.replace(glob=self._aggregate(models, self.sizes[selected]))
     self.global_iters += 1
-    return self._row()
+    return self._row(staleness.synchronous_model(self.C))
 
   def state_dict(self) -> dict:
     return dict(device=self.state, host=self._host())
@@ -255,10 +258,18 @@ class AsyncFLRunner(_FLBase):
       glob, acc = _CA2FL_PAPER_FLUSH(glob, acc, np.float32(self.server_lr))
     self.state = self.state.replace(glob=glob, acc=acc)
 
+  def model_staleness(self, s: int) -> int:
+    """Global versions between the dispatch of the model slot s's client trains from and the
+    flush that will include its update (the same until then: one flush per C arrivals); REF
+    CA2FL's aliased slots train from the live global (spec §2.3): 0."""
+    return 0 if self.live[s] else int(self.global_iters - self.dispatch_version[s])
+
   def run_iteration(self) -> dict:
+    stale = []
     while True:
       s, k = self.clock.next_arrival()
       self.t_now = self.clock.t_now
+      stale.append(self.model_staleness(s))
       start = self.state.glob if self.live[s] else self.state.slots[s]
       self.arrive(s, k, start, self.local_training(k, start))
       self.count += 1
@@ -274,7 +285,7 @@ class AsyncFLRunner(_FLBase):
       self.live[s] = self.alias
       self.dispatch_version[s] = self.global_iters
       if flushed:
-        return self._row()
+        return self._row(stale)
 
   def state_dict(self) -> dict:
     return dict(device=self.state,

@@ -10,7 +10,7 @@ import functools
 import jax
 import numpy as np
 
-from gas_jax import dissimilarity, engine, weighting
+from gas_jax import dissimilarity, engine, staleness, weighting
 from gas_jax import stats as stats_lib
 from gas_jax.algorithms import gas
 from gas_jax.data import augment as augment_lib
@@ -77,6 +77,15 @@ def seed_setup(ctx: RunContext, algo: gas.Algorithm, init=None) -> SeedSetup:
       step_key=augment_lib.run_key(cfg.seed), server_key=jax.random.fold_in(key, 2),
       agg_w=(np.ones(ctx.clients.num_clients) if cfg.clients.aggregation == "uniform"
              else ctx.clients.sizes.astype(np.float64)))
+
+
+def event_staleness(events) -> dict:
+  """The staleness columns (`gas_jax.staleness`) of one global iteration's scheduler events:
+  the models of its uploads (all aggregated at its end) and the activations merged by its
+  server updates."""
+  return staleness.columns(
+      [ev.model_staleness for ev in events if ev.upload],
+      [v for ev in events if ev.server_update for v in ev.merged_activation_staleness])
 
 
 class GasRunner:
@@ -210,7 +219,7 @@ class GasRunner:
                 client_loss=float(np.mean(client_loss)),
                 server_loss=float(np.mean(server_loss)) if len(server_loss) else None,
                 generated_per_update=float(np.mean(generated)) if generated else 0.0,
-                stats_fallbacks=fallbacks)
+                stats_fallbacks=fallbacks, **event_staleness(events))
 
   def dissimilarity(self, iteration: int) -> float:
     """Gradient dissimilarity after an aggregation, on test minibatches drawn from the seed."""

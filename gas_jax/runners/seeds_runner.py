@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gas_jax import engine, weighting
+from gas_jax import engine, staleness, weighting
 from gas_jax import stats as stats_lib
 from gas_jax.algorithms import gas
 from gas_jax.data import augment as augment_lib
@@ -128,6 +128,8 @@ class SeedsGasRunner:
     # Per seed, the client (loss, finite) and server (loss, finite, generated, fallbacks)
     # outputs of its current global iteration (fetched, not yet in a row).
     self.client_hist, self.server_hist = [[] for _ in range(self.S)], [[] for _ in range(self.S)]
+    # Per seed, the staleness values of its current global iteration: [model, activation].
+    self.staleness_hist = [[[], []] for _ in range(self.S)]
     if self.cohort_size != 1:
       self.precompile()
 
@@ -334,7 +336,8 @@ class SeedsGasRunner:
     self.lookahead = [None] * self.S
     for s, item in enumerate(d.get("lookahead") or [None] * self.S):
       if item is not None:
-        ev = scheduler_lib.Event(**item["ev"])
+        ev = scheduler_lib.Event(**dict(item["ev"], merged_activation_staleness=tuple(
+            item["ev"].get("merged_activation_staleness", ()))))
         self.lookahead[s] = (ev, engine.event_arrays(
             ev, item["idx"], item["mask"], weighting.tag(self.cfg, ev),
             self.agg_w[s][ev.client], item["event_id"]))
@@ -370,6 +373,10 @@ class SeedsGasRunner:
         if not seed_events:
           continue
         c_out, s_out = self.seed_outputs(out, s, len(seed_events))
+        model, act = self.staleness_hist[s]
+        model.extend(ev.model_staleness for ev in seed_events if ev.upload)
+        act.extend(v for ev in seed_events if ev.server_update
+                   for v in ev.merged_activation_staleness)
         self.client_hist[s].extend((float(l), bool(f)) for l, f in
                                    zip(c_out["client_loss"], c_out["grad_finite"]))
         if s_out is not None:
@@ -387,24 +394,29 @@ class SeedsGasRunner:
     finite_check(it, client_loss=c_loss, client_gradient=c_fin,
                  server_loss=np.asarray(s_loss, float), server_gradient=s_fin)
     self.client_hist[s], self.server_hist[s] = [], []
+    stale = staleness.columns(*self.staleness_hist[s])
+    self.staleness_hist[s] = [[], []]
     return dict(server_updates=int(self.server_updates[s]),
                 client_steps=int(self.client_steps[s]), simulated_time_s=ev.iteration_time,
                 client_loss=float(np.mean(c_loss)),
                 server_loss=float(np.mean(s_loss)) if s_loss else None,
                 generated_per_update=float(np.mean(gen)) if gen else 0.0,
                 stats_fallbacks=stats_lib.report_fallbacks(
-                    it, [dict(stats_fallbacks=f) for f in fallbacks]))
+                    it, [dict(stats_fallbacks=f) for f in fallbacks]), **stale)
 
   def state_dict(self) -> dict:
     """Every seed's state: `device` (`device_state`) and the host state."""
     return dict(self.host_state(), device=self.device_state(), client_hist=self.client_hist,
-                server_hist=self.server_hist)
+                server_hist=self.server_hist, staleness_hist=self.staleness_hist)
 
   def load_state_dict(self, d: dict) -> None:
     self.load_device_state(d["device"])
     self.load_host_state(d)
     self.client_hist = [list(h) for h in d["client_hist"]]
     self.server_hist = [list(h) for h in d["server_hist"]]
+    # older checkpoints: the current iterations' staleness values start empty
+    self.staleness_hist = [[[int(v) for v in m], [int(v) for v in a]]
+                           for m, a in d.get("staleness_hist") or [[[], []]] * self.S]
 
   def lane_state_dict(self, s: int) -> dict:
     """Seed s alone, in the single run's layout (`seed_state_dict`)."""

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from gas_jax import staleness
 from gas_jax.algorithms import fl, sfl
 from gas_jax.data import augment as augment_lib
 from gas_jax.context import RunContext
@@ -171,6 +172,9 @@ class SyncSflRunner:
             if self.inversion else None)
     it = np.int32(self.global_iters)
     c_out, s_out = [], []
+    # activation staleness (`gas_jax.staleness`): server updates between the round's dispatch
+    # of theta_glob and the update merging the activation (local iteration e: e - 1)
+    dispatched, act_stale = self.server_updates, []
     for _ in range(self.E):
       phi_snap, new_phis = phi, []
       for group in groups:
@@ -193,6 +197,7 @@ class SyncSflRunner:
           idxs.append(idx)
           masks.append(mask)
           c_out.append(out)
+          act_stale.append(self.server_updates - dispatched)
           self.client_steps += 1
         phi_g, sopt, out = self.calls.server(phi_snap, sopt, data, acts,
                                              np.concatenate(idxs), np.concatenate(masks), it,
@@ -217,7 +222,8 @@ class SyncSflRunner:
     return dict(**extra, server_updates=self.server_updates, client_steps=self.client_steps,
                 simulated_time_s=self.t_now, client_loss=float(np.mean(c_loss)),
                 server_loss=float(np.mean(s_loss)), generated_per_update=0.0,
-                stats_fallbacks=0)
+                stats_fallbacks=0,
+                **staleness.columns(staleness.synchronous_model(self.C), act_stale))
 
   def eval_params(self):
     return self.state.theta, self.state.phi

@@ -8,12 +8,14 @@ activation-buffer position `buf_pos`; when the buffer holds Q_s minibatches the 
 client that finished E steps uploads its model into the model buffer, which is aggregated when
 it holds Q_c models, and a uniformly drawn inactive client takes its slot at the departing
 client's clock, starting from the newest aggregate. REF: Q_s = Q_c = C (spec §6.6); the paper
-(Algorithm 1) sets them separately.
+(Algorithm 1) sets them separately. Events also carry the staleness of uploaded models and
+merged activations (`gas_jax.staleness`).
 """
 import dataclasses
-from typing import List
+from typing import List, Tuple
 
 import numpy as np
+from absl import logging
 
 from gas_jax.errors import RunError
 from gas_jax.system.timing import TimeModel
@@ -34,6 +36,12 @@ class Event:
   iteration_time: float = 0.0   # for aggregate events: max upload time of the flushed models
   max_progress: int = 0        # largest progress of any step so far, this one included
   prev_max_progress: int = 0   # the same before this step (relative weight tags, `weighting`)
+  # Staleness (`gas_jax.staleness`): upload events: global versions between the client's model
+  # dispatch and the aggregation that includes this upload (-1 on other events); server-update
+  # events: per activation minibatch merged by this update (buffer order), the server updates
+  # between its client model's dispatch and this update.
+  model_staleness: int = -1
+  merged_activation_staleness: Tuple[int, ...] = ()
 
 
 class GasScheduler:
@@ -53,6 +61,8 @@ class GasScheduler:
     self.wc = np.ones(self.K, np.int64)
     self.count = np.zeros(self.K, np.int64)
     self.joined = np.zeros(self.K, np.int64)   # t of each client's starting model (paper's n)
+    self.dispatch_updates = np.zeros(self.K, np.int64)  # U when each client's model was dispatched
+    self.pending: List[int] = []   # activation staleness of the minibatches in the buffer
     self.max_progress = 0
     self.total_weight = 1        # REF "total_weight_count" (TW)
     self.server_updates = 0      # U
@@ -72,15 +82,20 @@ class GasScheduler:
     buf_pos = self.q_s
     self.q_s += 1
     self.tau[k] += self.tm.compute(k)          # backward
+    # merged by update U + 1: U - U_dispatch updates lie between its dispatch and its merge
+    self.pending.append(int(self.server_updates - self.dispatch_updates[k]))
     server_update = self.q_s == self.Q_s
+    merged = ()
     if server_update:
       self.server_updates += 1
       self.q_s = 0
+      merged, self.pending = tuple(self.pending), []
     self.count[k] += 1
     upload = bool(self.count[k] == self.E)
-    aggregate, iteration_time = False, 0.0
+    aggregate, iteration_time, model_staleness = False, 0.0, -1
     time = float(self.tau[k])
     if upload:
+      model_staleness = int(self.global_iters - self.joined[k])   # aggregated at version t+1
       self.count[k] = 0
       self.q_c += 1
       self.tau[k] += self.tm.upload_model(k)
@@ -96,13 +111,15 @@ class GasScheduler:
       self.active[s] = j
       self.wc[j] = self.total_weight
       self.joined[j] = self.global_iters
+      self.dispatch_updates[j] = self.server_updates
       self.tau[j] = self.tau[k] + self.tm.compute(j) + self.tm.upload_activation(j)
     else:
       self.tau[k] += self.tm.compute(k) + self.tm.upload_activation(k)
     return Event(client=k, slot=s, counter_tag=tag, progress=progress, buf_pos=buf_pos,
                  server_update=server_update, upload=upload, aggregate=aggregate,
                  time=time, iteration_time=iteration_time, max_progress=self.max_progress,
-                 prev_max_progress=prev_max)
+                 prev_max_progress=prev_max, model_staleness=model_staleness,
+                 merged_activation_staleness=merged)
 
   def next_iteration(self) -> List[Event]:
     """Events up to and including the next aggregation (one global iteration)."""
@@ -119,7 +136,8 @@ class GasScheduler:
                 joined=self.joined.copy(), max_progress=self.max_progress,
                 total_weight=self.total_weight, server_updates=self.server_updates,
                 q_s=self.q_s, q_c=self.q_c, global_iters=self.global_iters,
-                round_times=list(self.round_times))
+                round_times=list(self.round_times),
+                dispatch_updates=self.dispatch_updates.copy(), pending=list(self.pending))
 
   def load_state_dict(self, d: dict) -> None:
     if "joined" not in d:
@@ -132,3 +150,11 @@ class GasScheduler:
     for name in ("total_weight", "server_updates", "q_s", "q_c", "global_iters", "max_progress"):
       setattr(self, name, int(d[name]))
     self.round_times = [float(x) for x in d["round_times"]]
+    if "dispatch_updates" in d:
+      self.dispatch_updates = np.array(d["dispatch_updates"], np.int64)
+      self.pending = [int(x) for x in d["pending"]]
+    else:   # a checkpoint from before the staleness columns: those are approximate from here
+      logging.warning("checkpoint without the activation-staleness state (older gas-jax): "
+                      "activation_staleness_* are approximate for the in-flight clients")
+      self.dispatch_updates = np.zeros(self.K, np.int64)
+      self.pending = [0] * self.q_s

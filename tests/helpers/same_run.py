@@ -7,6 +7,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from helpers.cli_runs import ROOT  # noqa: F401  (the repository root)
+from gas_jax import staleness
 
 T = 3
 
@@ -35,8 +36,9 @@ def assert_same_run(a, b, rtol=1e-5):
   assert [r["test_accuracy"] for r in ra] == [r["test_accuracy"] for r in rb]
   for key in ("test_loss", "client_loss", "server_loss"):
     np.testing.assert_allclose([r[key] for r in ra], [r[key] for r in rb], rtol=1e-5)
-  for key in ("server_updates", "client_steps", "simulated_time_s", "generated_per_update"):
-    assert [r[key] for r in ra] == [r[key] for r in rb]
+  for key in ("server_updates", "client_steps", "simulated_time_s", "generated_per_update",
+              *staleness.COLUMNS):
+    assert [r.get(key) for r in ra] == [r.get(key) for r in rb], key
   for x, y in zip(params(a), params(b)):
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     if x.dtype.kind == "f":

@@ -2,7 +2,8 @@
 
 Each script runs with a stand-in `python` on PATH that records its arguments; every recorded
 call must be `launch/compare.py` with a loadable --config (file and argument), registered
-methods, valid partitions and the data directory passed through.
+methods, valid partitions and the data directory passed through, or, after them, the figure
+command `launch/figures.py` on the comparison's folder (fig2.sh: Fig. 2(a), table2.sh: Fig. 4).
 """
 import os
 import pathlib
@@ -19,6 +20,8 @@ from gas_jax.registry import ALGORITHMS
 REPO = pathlib.Path(ROOT)
 SCRIPTS = {"table1": 3, "fig2": 1, "fig3": 2, "table2": 4, "table3": 4, "table4": 8,
            "table5": 2}
+FIGURES = {"fig2": "fig2", "table2": "fig4"}   # script -> its `launch/figures.py` figure
+PAPER_SEEDS = ("fig2", "table2")               # scripts on the paper's seeds 2023,1998,1125
 
 
 def _calls(tmp_path, script):
@@ -37,6 +40,10 @@ def _calls(tmp_path, script):
 @pytest.mark.parametrize("script", sorted(SCRIPTS))
 def test_paper_script_calls_compare_on_valid_configs(tmp_path, script):
   calls = _calls(tmp_path, script)
+  if script in FIGURES:
+    *calls, fig = calls
+    assert fig[:2] == ["launch/figures.py", FIGURES[script]]
+    assert f"--workdir={tmp_path / 'out'}" in fig
   assert len(calls) == SCRIPTS[script]
   workdirs = set()
   for argv in calls:
