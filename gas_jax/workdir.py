@@ -40,7 +40,16 @@ RESUMABLE_SECTIONS = ("execution.", "execution_plan.")
 # Sections and fields added after runs were stored: a stored config without one continues when
 # the new config leaves its feature off (prefix -> (switch field, its "off" value)).
 ADDED_SECTIONS = {"privacy.": ("privacy.method", "none"), "eval_examples": ("eval_examples", 0),
-                  "execution.precision": ("execution.precision", "float32")}
+                  "execution.precision": ("execution.precision", "float32"),
+                  # clients that come and go (issue #29): each field off at its default
+                  "system.speed": ("system.speed", "uniform"),
+                  "system.sigma": ("system.speed", "uniform"),
+                  "system.redraw_s": ("system.redraw_s", None),
+                  "system.availability": ("system.availability", "always"),
+                  "system.mean_o": ("system.availability", "always"),
+                  "system.trace": ("system.availability", "always"),
+                  "system.dropout": ("system.dropout", 0.0),
+                  "system.round_deadline_s": ("system.round_deadline_s", None)}
 # Execution fields that change the numbers: fixed for the life of a run.
 NOT_RESUMABLE = frozenset({"execution.precision"})
 CONFIG_FILE = "config.json"

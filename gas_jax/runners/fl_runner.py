@@ -25,6 +25,7 @@ from gas_jax.context import RunContext
 from gas_jax.evaluation import finite_check
 from gas_jax.registry import ALGORITHMS
 from gas_jax.runners.calls import FLCalls
+from gas_jax.system import availability
 
 SELECT_STREAM = 0x5E1EC7   # numpy stream id of the baselines' client selection
 STEP_STREAM = 0xD0     # fold_in(key(seed), STEP_STREAM): the local steps' dropout keys
@@ -34,49 +35,102 @@ def selection_rng(seed: int) -> np.random.Generator:
   return np.random.default_rng(np.random.SeedSequence([seed, SELECT_STREAM]))
 
 
-def fedavg_round_end(tm, selected, local_iters: int, t_now: float) -> float:
-  """Spec §2.1: t_now + max_k (E * 2 F_full / c_k + Mbits_full / r_k)."""
-  return float(max(t_now + tm.local_training_full(k, local_iters) + tm.upload_full_model(k)
-                   for k in selected))
-
-
 class AsyncClock:
-  """FedBuff / CA2FL dispatch clocks (spec §2.2): active slots, arrival times, replacements."""
+  """FedBuff / CA2FL dispatch clocks (spec §2.2): active slots, arrival times, replacements.
+
+  Clients that come and go (`availability.ClientSystem`, docs/scenarios.md): only online
+  clients are dispatched; a dispatched client whose work is cut (offline, dropout) never
+  arrives: at the cut its slot is refilled like an arrived one ("lost"); a slot with no online
+  client to take it stays empty until one comes online ("dispatched")."""
 
   def __init__(self, tm, num_clients: int, participating: int, local_iters: int,
-               rng: np.random.Generator):
+               rng: np.random.Generator, system: availability.ClientSystem = None):
     self.tm, self.K, self.E, self.rng = tm, num_clients, local_iters, rng
-    self.active = rng.choice(num_clients, participating, replace=False).astype(np.int64)
+    self.sys = system or availability.ClientSystem(tm, num_clients, 0)
+    online = self.sys.online_clients(0.0)
+    first = rng.choice(num_clients if self.sys.always else online,
+                       min(participating, len(online)), replace=False)
+    self.active = np.full(participating, -1, np.int64)    # -1: an empty slot
+    self.active[:len(first)] = first
     self.tau = np.zeros(num_clients)
+    self.cut = np.full(num_clients, np.inf)
+    self.wait = np.full(participating, np.inf)
     self.t_now = 0.0
-    for k in self.active:
-      self.tau[k] = self.t_now + self.duration(k)
+    for s, k in enumerate(self.active):
+      if k >= 0:
+        self._start(int(k))
+      else:
+        self._wait(s)
 
   def duration(self, k) -> float:
-    return self.tm.local_training_full(k, self.E) + self.tm.upload_full_model(k)
+    tm = self.sys.tm_at(self.t_now)
+    return tm.local_training_full(k, self.E) + tm.upload_full_model(k)
+
+  def _start(self, k: int) -> None:
+    d = self.duration(k)
+    self.tau[k] = self.t_now + d
+    self.cut[k] = self.sys.dispatch(k, self.t_now, d)
+
+  def _wait(self, slot: int) -> None:
+    self.active[slot] = -1
+    self.wait[slot] = self.sys.next_online_any(
+        self.t_now, np.setdiff1d(np.arange(self.K), self.active))
+
+  def next(self):
+    """(kind, slot, client) of the earliest thing, advancing t_now to it: "arrive" (the update
+    arrives), "lost" (the work was cut; call `replace(slot)`), "dispatched" (an empty slot got
+    a client)."""
+    while True:
+      act = self.active
+      when = np.where(act >= 0, np.minimum(self.tau[act], self.cut[act]), self.wait)
+      s = int(np.argmin(when))
+      if when[s] == np.inf:
+        availability.stop(f"asynchronous FL at simulated time {self.t_now:g} s")
+      self.t_now = float(when[s])
+      k = int(act[s])
+      if k < 0:
+        if self.replace(s) >= 0:
+          return "dispatched", s, int(self.active[s])
+        continue
+      if self.cut[k] < self.tau[k]:
+        self.sys.lost()
+        return "lost", s, k
+      return "arrive", s, k
 
   def next_arrival(self):
-    """(slot, client) of the earliest arrival; advances t_now to it."""
-    s = int(np.argmin(self.tau[self.active]))
-    k = int(self.active[s])
-    self.t_now = float(self.tau[k])
-    return s, k
+    """(slot, client) of the earliest arrival; advances t_now to it (losses refilled)."""
+    while True:
+      kind, s, k = self.next()
+      if kind == "arrive":
+        return s, k
+      if kind == "lost":
+        self.replace(s)
 
   def replace(self, slot: int) -> int:
-    """A uniformly drawn inactive client takes `slot`, dispatched at t_now."""
-    j = int(self.rng.choice(np.setdiff1d(np.arange(self.K), self.active)))
+    """A uniformly drawn online inactive client takes `slot`, dispatched at t_now; -1 if there
+    is none (the slot waits)."""
+    inactive = np.setdiff1d(self.sys.online_clients(self.t_now), self.active)
+    if not len(inactive):
+      self._wait(slot)
+      return -1
+    j = int(self.rng.choice(inactive))
     self.active[slot] = j
-    self.tau[j] = self.t_now + self.duration(j)
+    self.wait[slot] = np.inf
+    self._start(j)
     return j
 
   def state_dict(self) -> dict:
     return dict(rng=self.rng.bit_generator.state, active=self.active.copy(), tau=self.tau.copy(),
-                t_now=self.t_now)
+                t_now=self.t_now, cut=self.cut.copy(), wait=self.wait.copy(),
+                system=self.sys.state_dict())
 
   def load_state_dict(self, d: dict) -> None:
     self.rng.bit_generator.state = d["rng"]
     self.active, self.tau = np.array(d["active"]), np.array(d["tau"])
     self.t_now = float(d["t_now"])
+    if "cut" in d:      # else a checkpoint from before issue #29: the default scenario
+      self.cut, self.wait = np.array(d["cut"]), np.array(d["wait"])
+    self.sys.load_state_dict(d.get("system"))
 
 
 @functools.lru_cache(maxsize=16)
@@ -133,6 +187,7 @@ class _FLBase:
     self.per_client = cfg.clients.momentum == "per_client"
     self.sizes = ctx.clients.sizes.astype(np.float64)
     self.rng = selection_rng(cfg.seed)
+    self.system = availability.of(ctx)
     self.global_iters = self.client_steps = 0
     self.t_now = 0.0
     self._losses, self._finite = [], []
@@ -158,7 +213,8 @@ class _FLBase:
     return dict(server_updates=self.global_iters, client_steps=self.client_steps,
                 simulated_time_s=self.t_now,
                 client_loss=float(np.mean(losses)) if losses else None,
-                server_loss=None, generated_per_update=0.0, stats_fallbacks=0)
+                server_loss=None, generated_per_update=0.0, stats_fallbacks=0,
+                **self.system.take_row(self.t_now))
 
   def eval_params(self):
     return self.state.glob
@@ -166,13 +222,14 @@ class _FLBase:
   def _host(self) -> dict:
     return dict(rng=self.rng.bit_generator.state, global_iters=self.global_iters,
                 client_steps=self.client_steps, t_now=self.t_now,
-                clients=self.ctx.clients.state_dict())
+                clients=self.ctx.clients.state_dict(), system=self.system.state_dict())
 
   def _load_host(self, d: dict) -> None:
     self.rng.bit_generator.state = d["rng"]
     self.global_iters, self.client_steps = int(d["global_iters"]), int(d["client_steps"])
     self.t_now = float(d["t_now"])
     self.ctx.clients.load_state_dict(d["clients"])
+    self.system.load_state_dict(d.get("system"))
 
 
 # Buffers and caches are donated (updated in place; CA2FL's caches hold K model-sized updates).
@@ -194,10 +251,19 @@ class FedAvgRunner(_FLBase):
     self._aggregate = FEDAVG_AGGREGATE
 
   def run_iteration(self) -> dict:
-    selected = self.rng.choice(self.K, self.C, replace=False)
-    self.t_now = fedavg_round_end(self.ctx.time_model, selected, self.E, self.t_now)
+    """One round (docs/scenarios.md): online clients only; the clients that return are
+    averaged; with none, the global model stays."""
+    sys = self.system
+    t0, selected = sys.select(self.rng, self.t_now, self.C, "FedAvg")
+    tm = sys.tm_at(t0)
+    ends = np.array([t0 + tm.local_training_full(k, self.E) + tm.upload_full_model(k)
+                     for k in selected])
+    cuts = np.array([sys.dispatch(k, t0, e - t0) for k, e in zip(selected, ends)])
+    self.t_now, back = sys.sync_round(t0, ends, cuts)
+    selected = selected[back]
     models = [self.local_training(int(k), self.state.glob) for k in selected]
-    self.state = self.state.replace(glob=self._aggregate(models, self.sizes[selected]))
+    if len(models):
+      self.state = self.state.replace(glob=self._aggregate(models, self.sizes[selected]))
     self.global_iters += 1
     return self._row()
 
@@ -219,7 +285,7 @@ class AsyncFLRunner(_FLBase):
     self.rule = cfg[method].rule
     self.server_lr = float(cfg[method].server_lr)
     self.alias = method == "ca2fl" and not cfg.ca2fl.true_staleness
-    self.clock = AsyncClock(ctx.time_model, self.K, self.C, self.E, self.rng)
+    self.clock = AsyncClock(ctx.time_model, self.K, self.C, self.E, self.rng, self.system)
     # In-flight models: the initial C slots hold w0 by value.
     glob = self.state.glob
     self.state = AsyncFLState(glob=glob, opt=self.state.opt, slots=[glob] * self.C,
@@ -257,17 +323,20 @@ class AsyncFLRunner(_FLBase):
 
   def run_iteration(self) -> dict:
     while True:
-      s, k = self.clock.next_arrival()
+      kind, s, k = self.clock.next()
       self.t_now = self.clock.t_now
-      start = self.state.glob if self.live[s] else self.state.slots[s]
-      self.arrive(s, k, start, self.local_training(k, start))
-      self.count += 1
-      flushed = self.count == self.C
-      if flushed:
-        self.flush()
-        self.count = 0
-        self.global_iters += 1
-      self.clock.replace(s)
+      flushed = False
+      if kind == "arrive":
+        start = self.state.glob if self.live[s] else self.state.slots[s]
+        self.arrive(s, k, start, self.local_training(k, start))
+        self.count += 1
+        flushed = self.count == self.C
+        if flushed:
+          self.flush()
+          self.count = 0
+          self.global_iters += 1
+      if kind != "dispatched":          # arrived or lost: the slot is refilled (or waits)
+        self.clock.replace(s)
       slots = list(self.state.slots)
       slots[s] = self.state.glob
       self.state = self.state.replace(slots=slots)
