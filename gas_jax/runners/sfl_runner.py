@@ -277,7 +277,7 @@ class SyncSflRunner:
                           global_iters=self.global_iters, client_steps=self.client_steps,
                           server_updates=self.server_updates,
                           clients=self.ctx.clients.state_dict(),
-                          system=self.system.state_dict()))
+                          **self.system.state_dict()))
 
   def load_state_dict(self, d: dict) -> None:
     dev, host = d["device"], d["host"]
@@ -287,7 +287,7 @@ class SyncSflRunner:
     self.global_iters, self.client_steps = int(host["global_iters"]), int(host["client_steps"])
     self.server_updates = int(host["server_updates"])
     self.ctx.clients.load_state_dict(host["clients"])
-    self.system.load_state_dict(host.get("system"))
+    self.system.load_state_dict(host)
 
 
 @ALGORITHMS.register("minibatch_sfl")

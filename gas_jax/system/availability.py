@@ -281,14 +281,19 @@ class ClientSystem:
     return out
 
   def state_dict(self) -> dict:
-    return dict(dispatches=self.dispatches.copy(), totals=dict(self.totals), row=dict(self.row))
+    """Flat entries (prefixed "system_") to merge into the owner's state dict."""
+    return dict(system_dispatches=self.dispatches.copy(),
+                **{f"system_{k}": int(v) for k, v in self.totals.items()},
+                **{f"system_row_{k}": int(v) for k, v in self.row.items()})
 
-  def load_state_dict(self, d: Optional[dict]) -> None:
-    if d is None:    # a checkpoint from before issue #29: the default scenario
+  def load_state_dict(self, d: dict) -> None:
+    """From the owner's state dict; without the entries (a checkpoint from before issue #29:
+    the default scenario) nothing changes."""
+    if "system_dispatches" not in d:
       return
-    self.dispatches = np.array(d["dispatches"], np.int64)
-    self.totals = {k: int(v) for k, v in d["totals"].items()}
-    self.row = {k: int(v) for k, v in d["row"].items()}
+    self.dispatches = np.array(d["system_dispatches"], np.int64)
+    self.totals = {k: int(d[f"system_{k}"]) for k in self.totals}
+    self.row = {k: int(d[f"system_row_{k}"]) for k in self.row}
 
 
 def stop(what: str):

@@ -198,7 +198,7 @@ class GasScheduler:
                 total_weight=self.total_weight, server_updates=self.server_updates,
                 q_s=self.q_s, q_c=self.q_c, global_iters=self.global_iters,
                 round_times=list(self.round_times), wait=self.wait.copy(), cut=self.cut.copy(),
-                system=self.sys.state_dict())
+                **self.sys.state_dict())
 
   def load_state_dict(self, d: dict) -> None:
     if "joined" not in d:
@@ -213,4 +213,4 @@ class GasScheduler:
     self.round_times = [float(x) for x in d["round_times"]]
     if "cut" in d:     # else a checkpoint from before issue #29: the default scenario
       self.wait, self.cut = np.array(d["wait"], np.float64), np.array(d["cut"], np.float64)
-    self.sys.load_state_dict(d.get("system"))
+    self.sys.load_state_dict(d)
