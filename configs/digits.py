@@ -13,6 +13,7 @@ of the last 5 global iterations), about 77 s for the run on a 2-core CPU: mean_i
 (default), `:dir0.1`, any `shardN`, `dirALPHA` or `iid`, e.g. `--config=configs/digits.py:dir0.1`.
 """
 import ml_collections
+from ml_collections import config_dict
 
 from configs import _args
 
@@ -152,6 +153,18 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.privacy.decoder_blocks = 4    # "inversion": residual blocks N of the simulated decoder (res_normN4C64)
   c.privacy.decoder_channels = 64  # "inversion": its channels C
   c.privacy.decoder_lr = 1e-3     # "inversion": Adam learning rate of its one step per client step
+  # Clients that come and go (issue #29, docs/scenarios.md): the same behaviour for every
+  # method; the defaults are REF's (always available, no dropout, one uniform speed draw).
+  c.system = ml_collections.ConfigDict()
+  c.system.speed = "uniform"      # "uniform" (REF) | "lognormal" (log-sd sigma) | "fixed"
+  c.system.sigma = 1.0            # "lognormal": log-sd around sqrt(compute_min * compute_max)
+  c.system.redraw_s = config_dict.placeholder(float)  # None: never; R: speeds redrawn every R s
+  c.system.availability = "always"  # "always" (REF) | "markov" (on/off process) | "trace"
+  c.system.mean_online_s = 100.0  # "markov": mean online duration (simulated s)
+  c.system.mean_offline_s = 50.0  # "markov": mean offline duration (simulated s)
+  c.system.trace = ""             # "trace": JSON or CSV online intervals (configs/traces/)
+  c.system.dropout = 0.0          # p: a dispatched client fails at a uniform point of its work
+  c.system.round_deadline_s = config_dict.placeholder(float)  # sync rounds: None = wait for all
   if "partition" in parsed:
     _args.apply_partition(c, parsed["partition"])
   return c

@@ -179,6 +179,7 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   _positive_int(config, "grad_dissimilarity.batches")
   _positive_int(config, "grad_dissimilarity.batch_size")
   _validate_privacy(config)
+  _validate_system(config)
   if workdir is not None:
     _check_workdir(workdir)
 
@@ -245,6 +246,32 @@ def _validate_privacy(config) -> None:
   if tuple(config.get("seeds", ()) or ()):
     _fail("privacy.method", method, "is not implemented with config.seeds (the vmapped runs "
           "axis); run one seed per process (--config.seed=S, launch/compare.py)")
+
+
+def _validate_system(config) -> None:
+  """system.*: clients that come and go (`gas_jax.system.availability`, docs/scenarios.md)."""
+  from gas_jax.system import availability  # noqa: PLC0415
+
+  if config.get("system") is None:
+    return
+  _choice(config, "system.speed", ("uniform", "lognormal", "fixed"))
+  _non_negative(config, "system.sigma")
+  _choice(config, "system.availability", ("always", "markov", "trace"))
+  for f in ("system.mean_online_s", "system.mean_offline_s"):
+    _positive(config, f)
+  for f in ("system.redraw_s", "system.round_deadline_s"):
+    if _get(config, f) is not None:
+      _positive(config, f)
+  p = _get(config, "system.dropout")
+  if not _number(p) or not 0 <= p <= 1:
+    _fail("system.dropout", p, "must be a probability in [0, 1]")
+  if p == 1:
+    _fail("system.dropout", p, "1 loses every update: no client ever returns (use p < 1)")
+  if config.system.availability == "trace":
+    availability.read_trace(config.system.trace, config.clients.num)
+  if tuple(config.get("seeds", ()) or ()) and not availability.is_default(config):
+    _fail("seeds", tuple(config.seeds), "cannot be combined with a non-default system.* "
+          "scenario yet; run one seed per process (--config.seed=S, launch/compare.py)")
 
 
 def _check_workdir(workdir: str) -> None:

@@ -20,7 +20,7 @@ from gas_jax.data import sources
 from gas_jax.data.clients import ClientData
 from gas_jax.data.dataset import Dataset
 from gas_jax.models.registry import get_model, with_precision
-from gas_jax.system import timing
+from gas_jax.system import availability, timing
 
 
 @dataclasses.dataclass
@@ -32,6 +32,7 @@ class RunContext:
   time_model: timing.TimeModel
   data: dict             # device-resident train set: x, y, log_prior [K, M]
   plan: execution.ExecutionPlan   # how the runner executes (cohorts, chunks, meshes, ...)
+  system: Optional[availability.ClientSystem] = None   # who is online, dropout (issue #29)
 
 
 def time_model(config, model, profiles) -> timing.TimeModel:
@@ -84,6 +85,8 @@ def build_context(config: ml_collections.ConfigDict, like: Optional[RunContext] 
       compute_range=(config.time.compute_min, config.time.compute_max),
       distance_range=(config.time.distance_min_km, config.time.distance_max_km),
       placement=config.time.get("placement", "radius"), radio=radio(config))
+  if config.get("system") is not None:
+    profiles = availability.apply_speed(config, profiles)   # system.speed (uniform: REF)
   times = time_model(config, model, profiles)
   config_lib.validate_time_model(config, times)
   if like is not None:
@@ -93,4 +96,5 @@ def build_context(config: ml_collections.ConfigDict, like: Optional[RunContext] 
   data = dict(x=x, y=y, log_prior=jnp.asarray(clients.logit_adjustment()))
   plan = plan or execution.ExecutionPlan.resolve(config, model=model)
   return RunContext(config=config, dataset=ds, model=with_precision(model, plan.precision),
-                    clients=clients, time_model=times, data=data, plan=plan)
+                    clients=clients, time_model=times, data=data, plan=plan,
+                    system=availability.from_config(config, times))

@@ -59,6 +59,9 @@ def summarize(rows: List[Dict], extra: Optional[Dict] = None) -> Dict:
       global_iterations=len(rows),
       simulated_time_s=rows[-1]["simulated_time_s"] if rows else 0.0,
       wall_time_s=rows[-1]["wall_time_s"] if rows else 0.0)
+  for key in ("clients_dispatched", "updates_lost"):   # clients that come and go (issue #29)
+    if rows and key in rows[-1]:
+      out[f"{key}_total"] = int(sum(r.get(key) or 0 for r in rows))
   out.update(extra or {})
   return out
 

@@ -41,7 +41,16 @@ RESUMABLE_SECTIONS = ("execution.", "execution_plan.")
 # Sections and fields added after runs were stored: a stored config without one continues when
 # the new config leaves its feature off (prefix -> (switch field, its "off" value)).
 ADDED_SECTIONS = {"privacy.": ("privacy.method", "none"), "eval_examples": ("eval_examples", 0),
-                  "execution.precision": ("execution.precision", "float32")}
+                  "execution.precision": ("execution.precision", "float32"),
+                  # clients that come and go (issue #29): each field off at its default
+                  "system.speed": ("system.speed", "uniform"),
+                  "system.sigma": ("system.speed", "uniform"),
+                  "system.redraw_s": ("system.redraw_s", None),
+                  "system.availability": ("system.availability", "always"),
+                  "system.mean_o": ("system.availability", "always"),
+                  "system.trace": ("system.availability", "always"),
+                  "system.dropout": ("system.dropout", 0.0),
+                  "system.round_deadline_s": ("system.round_deadline_s", None)}
 # The paper-as-written switch and the follow-up knobs (docs/paper_as_written.md), each off at
 # REF's value.
 ADDED_SECTIONS.update({f: (f, v) for f, v in (

@@ -26,6 +26,8 @@ from gas_jax.context import RunContext
 from gas_jax.evaluation import finite_check
 from gas_jax.registry import ALGORITHMS
 from gas_jax.runners.calls import FLCalls
+from gas_jax.system import availability
+from gas_jax.system.clocks import AsyncClock  # noqa: F401  (fl_runner.AsyncClock, launch/ref_check)
 
 SELECT_STREAM = 0x5E1EC7   # numpy stream id of the baselines' client selection
 STEP_STREAM = 0xD0     # fold_in(key(seed), STEP_STREAM): the local steps' dropout keys
@@ -33,51 +35,6 @@ STEP_STREAM = 0xD0     # fold_in(key(seed), STEP_STREAM): the local steps' dropo
 
 def selection_rng(seed: int) -> np.random.Generator:
   return np.random.default_rng(np.random.SeedSequence([seed, SELECT_STREAM]))
-
-
-def fedavg_round_end(tm, selected, local_iters: int, t_now: float) -> float:
-  """Spec §2.1: t_now + max_k (E * 2 F_full / c_k + Mbits_full / r_k)."""
-  return float(max(t_now + tm.local_training_full(k, local_iters) + tm.upload_full_model(k)
-                   for k in selected))
-
-
-class AsyncClock:
-  """FedBuff / CA2FL dispatch clocks (spec §2.2): active slots, arrival times, replacements."""
-
-  def __init__(self, tm, num_clients: int, participating: int, local_iters: int,
-               rng: np.random.Generator):
-    self.tm, self.K, self.E, self.rng = tm, num_clients, local_iters, rng
-    self.active = rng.choice(num_clients, participating, replace=False).astype(np.int64)
-    self.tau = np.zeros(num_clients)
-    self.t_now = 0.0
-    for k in self.active:
-      self.tau[k] = self.t_now + self.duration(k)
-
-  def duration(self, k) -> float:
-    return self.tm.local_training_full(k, self.E) + self.tm.upload_full_model(k)
-
-  def next_arrival(self):
-    """(slot, client) of the earliest arrival; advances t_now to it."""
-    s = int(np.argmin(self.tau[self.active]))
-    k = int(self.active[s])
-    self.t_now = float(self.tau[k])
-    return s, k
-
-  def replace(self, slot: int) -> int:
-    """A uniformly drawn inactive client takes `slot`, dispatched at t_now."""
-    j = int(self.rng.choice(np.setdiff1d(np.arange(self.K), self.active)))
-    self.active[slot] = j
-    self.tau[j] = self.t_now + self.duration(j)
-    return j
-
-  def state_dict(self) -> dict:
-    return dict(rng=self.rng.bit_generator.state, active=self.active.copy(), tau=self.tau.copy(),
-                t_now=self.t_now)
-
-  def load_state_dict(self, d: dict) -> None:
-    self.rng.bit_generator.state = d["rng"]
-    self.active, self.tau = np.array(d["active"]), np.array(d["tau"])
-    self.t_now = float(d["t_now"])
 
 
 @functools.lru_cache(maxsize=16)
@@ -134,6 +91,7 @@ class _FLBase:
     self.per_client = cfg.clients.momentum == "per_client"
     self.sizes = ctx.clients.sizes.astype(np.float64)
     self.rng = selection_rng(cfg.seed)
+    self.system = availability.of(ctx)
     self.global_iters = self.client_steps = 0
     self.t_now = 0.0
     self._losses, self._finite = [], []
@@ -161,7 +119,7 @@ class _FLBase:
                 simulated_time_s=self.t_now,
                 client_loss=float(np.mean(losses)) if losses else None,
                 server_loss=None, generated_per_update=0.0, stats_fallbacks=0,
-                **staleness.columns(model_staleness))
+                **staleness.columns(model_staleness), **self.system.take_row(self.t_now))
 
   def eval_params(self):
     return self.state.glob
@@ -169,13 +127,14 @@ class _FLBase:
   def _host(self) -> dict:
     return dict(rng=self.rng.bit_generator.state, global_iters=self.global_iters,
                 client_steps=self.client_steps, t_now=self.t_now,
-                clients=self.ctx.clients.state_dict())
+                clients=self.ctx.clients.state_dict(), **self.system.state_dict())
 
   def _load_host(self, d: dict) -> None:
     self.rng.bit_generator.state = d["rng"]
     self.global_iters, self.client_steps = int(d["global_iters"]), int(d["client_steps"])
     self.t_now = float(d["t_now"])
     self.ctx.clients.load_state_dict(d["clients"])
+    self.system.load_state_dict(d)
 
 
 # Buffers and caches are donated (updated in place; CA2FL's caches hold K model-sized updates).
@@ -197,12 +156,21 @@ class FedAvgRunner(_FLBase):
     self._aggregate = FEDAVG_AGGREGATE
 
   def run_iteration(self) -> dict:
-    selected = self.rng.choice(self.K, self.C, replace=False)
-    self.t_now = fedavg_round_end(self.ctx.time_model, selected, self.E, self.t_now)
+    """One round (docs/scenarios.md): online clients only; the clients that return are
+    averaged; with none, the global model stays."""
+    sys = self.system
+    t0, selected = sys.select(self.rng, self.t_now, self.C, "FedAvg")
+    tm = sys.tm_at(t0)
+    ends = np.array([t0 + tm.local_training_full(k, self.E) + tm.upload_full_model(k)
+                     for k in selected])
+    cuts = np.array([sys.dispatch(k, t0, e - t0) for k, e in zip(selected, ends)])
+    self.t_now, back = sys.sync_round(t0, ends, cuts)
+    selected = selected[back]
     models = [self.local_training(int(k), self.state.glob) for k in selected]
-    self.state = self.state.replace(glob=self._aggregate(models, self.sizes[selected]))
+    if len(models):
+      self.state = self.state.replace(glob=self._aggregate(models, self.sizes[selected]))
     self.global_iters += 1
-    return self._row(staleness.synchronous_model(self.C))
+    return self._row(staleness.synchronous_model(len(selected)))
 
   def state_dict(self) -> dict:
     return dict(device=self.state, host=self._host())
@@ -222,7 +190,7 @@ class AsyncFLRunner(_FLBase):
     self.rule = cfg[method].rule
     self.server_lr = float(cfg[method].server_lr)
     self.alias = method == "ca2fl" and not cfg.ca2fl.true_staleness
-    self.clock = AsyncClock(ctx.time_model, self.K, self.C, self.E, self.rng)
+    self.clock = AsyncClock(ctx.time_model, self.K, self.C, self.E, self.rng, self.system)
     # In-flight models: the initial C slots hold w0 by value.
     glob = self.state.glob
     self.state = AsyncFLState(glob=glob, opt=self.state.opt, slots=[glob] * self.C,
@@ -267,18 +235,21 @@ class AsyncFLRunner(_FLBase):
   def run_iteration(self) -> dict:
     stale = []
     while True:
-      s, k = self.clock.next_arrival()
+      kind, s, k = self.clock.next()
       self.t_now = self.clock.t_now
-      stale.append(self.model_staleness(s))
-      start = self.state.glob if self.live[s] else self.state.slots[s]
-      self.arrive(s, k, start, self.local_training(k, start))
-      self.count += 1
-      flushed = self.count == self.C
-      if flushed:
-        self.flush()
-        self.count = 0
-        self.global_iters += 1
-      self.clock.replace(s)
+      flushed = False
+      if kind == "arrive":
+        stale.append(self.model_staleness(s))
+        start = self.state.glob if self.live[s] else self.state.slots[s]
+        self.arrive(s, k, start, self.local_training(k, start))
+        self.count += 1
+        flushed = self.count == self.C
+        if flushed:
+          self.flush()
+          self.count = 0
+          self.global_iters += 1
+      if kind != "dispatched":          # arrived or lost: the slot is refilled (or waits)
+        self.clock.replace(s)
       slots = list(self.state.slots)
       slots[s] = self.state.glob
       self.state = self.state.replace(slots=slots)

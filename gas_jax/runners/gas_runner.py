@@ -19,6 +19,7 @@ from gas_jax.evaluation import finite_check
 from gas_jax.privacy import regularisers
 from gas_jax.registry import ALGORITHMS
 from gas_jax.runners.calls import GasCalls
+from gas_jax.system import availability
 from gas_jax.system import scheduler as scheduler_lib
 
 
@@ -28,6 +29,21 @@ def take_server(server_state, out):
   if "server" in out:
     return server_state.replace(server=out.pop("server"))
   return server_state
+
+
+def step_groups(events, cohort_size: int):
+  """The events' client steps grouped as the engine runs them (segments, or cohorts), with
+  each `SlotReset` in its place between the groups."""
+  part = []
+  for ev in events + [None]:
+    if ev is None or isinstance(ev, scheduler_lib.SlotReset):
+      yield from (engine.segments(part) if cohort_size == 1
+                  else engine.cohorts(part, cohort_size))
+      if ev is not None:
+        yield ev
+      part = []
+    else:
+      part.append(ev)
 
 
 def device_mesh(n: int):
@@ -72,7 +88,7 @@ def seed_setup(ctx: RunContext, algo: gas.Algorithm, init=None) -> SeedSetup:
       scheduler=scheduler_lib.GasScheduler(
           ctx.time_model, cfg.clients.num, cfg.clients.participating, cfg.clients.local_iters,
           cfg.seed, activation_buffer=cfg.clients.get("activation_buffer", 0),
-          model_buffer=cfg.clients.get("model_buffer", 0)),
+          model_buffer=cfg.clients.get("model_buffer", 0), system=availability.of(ctx)),
       state=(init or algo.init)(jax.random.fold_in(key, 0)),
       step_key=augment_lib.run_key(cfg.seed), server_key=jax.random.fold_in(key, 2),
       agg_w=(np.ones(ctx.clients.num_clients) if cfg.clients.aggregation == "uniform"
@@ -83,6 +99,7 @@ def event_staleness(events) -> dict:
   """The staleness columns (`gas_jax.staleness`) of one global iteration's scheduler events:
   the models of its uploads (all aggregated at its end) and the activations merged by its
   server updates."""
+  events = [ev for ev in events if isinstance(ev, scheduler_lib.Event)]   # (no SlotReset)
   return staleness.columns(
       [ev.model_staleness for ev in events if ev.upload],
       [v for ev in events if ev.server_update for v in ev.merged_activation_staleness])
@@ -126,6 +143,7 @@ class GasRunner:
     if self.cohort_size != 1:
       self.precompile()
     self.client_steps = 0
+    self._restart = jax.jit(self.algo.restart_slot)
     if cfg.grad_dissimilarity.enabled:
       self._dissimilarity = jax.jit(
           functools.partial(dissimilarity.gradient_dissimilarity, ctx.model))
@@ -166,9 +184,10 @@ class GasRunner:
     events = sched.next_iteration()
     cs, ss, buf = self.state.client, self.state.server, self.state.buffer
     client_out, server_out = [], []
-    groups = (engine.segments(events) if self.cohort_size == 1
-              else engine.cohorts(events, self.cohort_size))
-    for group in groups:
+    for group in step_groups(events, self.cohort_size):
+      if isinstance(group, scheduler_lib.SlotReset):   # a lost model's slot refilled (#29)
+        cs = self._restart(cs, np.int32(group.slot))
+        continue
       arrays = []
       for ev in group:
         idx, mask = clients.next_batch(ev.client)
@@ -219,7 +238,8 @@ class GasRunner:
                 client_loss=float(np.mean(client_loss)),
                 server_loss=float(np.mean(server_loss)) if len(server_loss) else None,
                 generated_per_update=float(np.mean(generated)) if generated else 0.0,
-                stats_fallbacks=fallbacks, **event_staleness(events))
+                stats_fallbacks=fallbacks, **event_staleness(events),
+                **availability.of(self.ctx).take_row(events[-1].iteration_time))
 
   def dissimilarity(self, iteration: int) -> float:
     """Gradient dissimilarity after an aggregation, on test minibatches drawn from the seed."""

@@ -24,6 +24,7 @@ every client step; with "inversion" each selected client trains a copy of the gl
 models' weights.
 """
 import functools
+import math
 from typing import Any, Sequence
 
 import jax
@@ -41,41 +42,74 @@ from gas_jax.registry import ALGORITHMS
 from gas_jax.runners import fl_runner
 from gas_jax.runners.calls import SFLCalls
 from gas_jax.runners.fl_runner import selection_rng
+from gas_jax.system import availability
 
 S2FL_REF_CANDIDATES = ((884_736, 262_144), (5_603_328, 131_072))   # (FLOPs/image, bits/image)
 
 
+def split_round(t_now: float, fwd, bwd, up, cuts, local_iters: int):
+  """Clock of one synchronous split round from t_now (spec §2.4-2.5), with the times `cuts` at
+  which clients' work is cut (inf: never; docs/scenarios.md). Per local iteration every client
+  still in the round sends its activation at tau + fwd; a client cut before it arrives is out of
+  the round; the barrier waits for the last arrival (and learns of a cut when it happens), then
+  tau = barrier + bwd; at the end each remaining client uploads its model (tau + up).
+  Returns (ends: when each model arrives, inf for clients out of the round; steps: the local
+  iterations whose activation arrived, per client)."""
+  fwd, bwd, up = (np.asarray(v, np.float64) for v in (fwd, bwd, up))
+  cuts = np.broadcast_to(np.asarray(cuts, np.float64), fwd.shape)
+  tau = np.full(len(fwd), float(t_now))
+  alive = np.ones(len(fwd), bool)
+  steps = np.zeros(len(fwd), np.int64)
+  for _ in range(local_iters):
+    arr = tau + fwd
+    ok = alive & (arr <= cuts)
+    if ok.any():
+      barrier = max(arr[ok].max(), cuts[alive & ~ok].max(initial=-np.inf))
+      tau = np.where(ok, barrier + bwd, tau)
+    steps += ok
+    alive = ok
+  return np.where(alive, tau + up, np.inf), steps
+
+
+def minibatch_sfl_costs(tm, selected: Sequence[int]):
+  """Spec §2.4 per-client (fwd, bwd, up): F_c/c + B A/r, F_c/c, Mbits_c/r."""
+  sel = [int(k) for k in selected]
+  return (np.array([tm.compute(k) + tm.upload_activation(k) for k in sel]),
+          np.array([tm.compute(k) for k in sel]), np.array([tm.upload_model(k) for k in sel]))
+
+
 def minibatch_sfl_round_end(tm, selected: Sequence[int], local_iters: int, t_now: float) -> float:
   """Spec §2.4 clock of one MiniBatch-SFL round that starts at t_now."""
-  sel = [int(k) for k in selected]
-  tau = np.full(len(sel), float(t_now))
-  fwd = np.array([tm.compute(k) + tm.upload_activation(k) for k in sel])
-  bwd = np.array([tm.compute(k) for k in sel])
-  for _ in range(local_iters):
-    tau = tau + fwd
-    tau[:] = tau.max()
-    tau = tau + bwd
-  return float(np.max(tau + np.array([tm.upload_model(k) for k in sel])))
+  ends, _ = split_round(t_now, *minibatch_sfl_costs(tm, selected), np.inf, local_iters)
+  return float(np.max(ends))
 
 
-def s2fl_iteration_time(tm, selected: Sequence[int], candidates=S2FL_REF_CANDIDATES) -> float:
-  """Spec §2.5: max over clients of the candidate cost closest to the median of all costs."""
+def s2fl_chosen_costs(tm, selected: Sequence[int], candidates=S2FL_REF_CANDIDATES) -> np.ndarray:
+  """Spec §2.5: each client's candidate cost 2 F_j/c_k + B A_j/r_k closest to the median of
+  all costs (ties -> first, as REF)."""
   rate = tm.profiles.rate
   costs = np.array([[2.0 * f / tm.profiles.compute[k] + tm.batch_size * a / rate[k]
                      for f, a in candidates] for k in selected])
   med = np.median(costs)
-  chosen = [row[int(np.argmin(np.abs(row - med)))] for row in costs]   # ties -> first, as REF
-  return float(max(chosen))
+  return np.array([row[int(np.argmin(np.abs(row - med)))] for row in costs])
+
+
+def s2fl_iteration_time(tm, selected: Sequence[int], candidates=S2FL_REF_CANDIDATES) -> float:
+  """Spec §2.5: max over clients of the candidate cost closest to the median of all costs."""
+  return float(max(s2fl_chosen_costs(tm, selected, candidates)))
+
+
+def s2fl_costs(tm, selected: Sequence[int], candidates=S2FL_REF_CANDIDATES):
+  """Spec §2.5 per-client (fwd, bwd, up) of `split_round`: the chosen cost, 0, Mbits_c/r."""
+  return (s2fl_chosen_costs(tm, selected, candidates), np.zeros(len(selected)),
+          np.array([tm.upload_model(int(k)) for k in selected]))
 
 
 def s2fl_round_end(tm, selected: Sequence[int], local_iters: int, t_now: float,
                    candidates=S2FL_REF_CANDIDATES) -> float:
   """Spec §2.5 clock of one S2FL round that starts at t_now."""
-  it = s2fl_iteration_time(tm, selected, candidates)
-  t = float(t_now)
-  for _ in range(local_iters):
-    t = it + t
-  return float(max(t + tm.upload_model(int(k)) for k in selected))
+  ends, _ = split_round(t_now, *s2fl_costs(tm, selected, candidates), np.inf, local_iters)
+  return float(np.max(ends))
 
 
 _MEAN = jax.jit(sfl.mean_trees)
@@ -139,6 +173,7 @@ class SyncSflRunner:
     self.per_client = cfg.clients.momentum == "per_client"
     self.sizes = ctx.clients.sizes.astype(np.float64)
     self.rng = selection_rng(cfg.seed)
+    self.system = availability.of(ctx)
     self.global_iters = self.client_steps = self.server_updates = 0
     self.t_now = 0.0
     if grouped:
@@ -151,36 +186,43 @@ class SyncSflRunner:
   def groups(self, selected) -> list:
     if not self.grouped:
       return [[int(k) for k in selected]]
-    return sfl.s2fl_groups(selected, self.ctx.clients.label_counts, self.num_groups, self.passes)
+    groups = math.gcd(len(selected), self.num_groups)   # fewer online clients than C: fewer
+    return sfl.s2fl_groups(selected, self.ctx.clients.label_counts, groups, self.passes)
 
   def run_iteration(self) -> dict:
-    tm, clients, data = self.ctx.time_model, self.ctx.clients, self.ctx.data
-    selected = self.rng.choice(self.K, self.C, replace=False)
-    if self.grouped:
-      self.t_now = s2fl_round_end(tm, selected, self.E, self.t_now, self.candidates)
-    else:
-      self.t_now = minibatch_sfl_round_end(tm, selected, self.E, self.t_now)
+    clients, data, sys = self.ctx.clients, self.ctx.data, self.system
+    t0, selected = sys.select(self.rng, self.t_now, self.C, "S2FL" if self.grouped else
+                              "MiniBatch-SFL")
+    tm, n = sys.tm_at(t0), len(selected)
+    costs = (s2fl_costs(tm, selected, self.candidates) if self.grouped
+             else minibatch_sfl_costs(tm, selected))
+    ends, _ = split_round(t0, *costs, np.inf, self.E)
+    cuts = np.array([sys.dispatch(k, t0, e - t0) for k, e in zip(selected, ends)])
+    ends, steps = split_round(t0, *costs, cuts, self.E)
+    self.t_now, back = sys.sync_round(t0, ends, cuts)   # who returned (docs/scenarios.md)
     groups = self.groups(selected)
     pos = {int(k): i for i, k in enumerate(selected)}
     st = self.state
-    thetas = [st.theta] * self.C
-    copts = ([self.calls.init_opt(st.theta) for _ in range(self.C)] if self.per_client
+    thetas = [st.theta] * n
+    copts = ([self.calls.init_opt(st.theta) for _ in range(n)] if self.per_client
              else None)
     phi, copt, sopt = st.phi, st.copt, st.sopt
     # privacy "inversion": each client's copy of the global decoder, with a fresh Adam state
-    decs = ([(st.decoder, self.algo.regulariser.init_opt(st.decoder))] * self.C
+    decs = ([(st.decoder, self.algo.regulariser.init_opt(st.decoder))] * n
             if self.inversion else None)
     it = np.int32(self.global_iters)
     c_out, s_out = [], []
     # activation staleness (`gas_jax.staleness`): server updates between the round's dispatch
     # of theta_glob and the update merging the activation (local iteration e: e - 1)
     dispatched, act_stale = self.server_updates, []
-    for _ in range(self.E):
+    for e in range(self.E):
       phi_snap, new_phis = phi, []
       for group in groups:
         acts, idxs, masks = [], [], []
         for k in group:
           i = pos[k]
+          if e >= steps[i]:          # cut: this activation never arrives
+            continue
           idx, mask = clients.next_batch(k)
           opt = copts[i] if self.per_client else copt
           thetas[i], opt, out = self.calls.client(thetas[i], opt, phi_snap, data, idx, mask,
@@ -199,31 +241,39 @@ class SyncSflRunner:
           c_out.append(out)
           act_stale.append(self.server_updates - dispatched)
           self.client_steps += 1
+        if not acts:
+          continue
         phi_g, sopt, out = self.calls.server(phi_snap, sopt, data, acts,
                                              np.concatenate(idxs), np.concatenate(masks), it,
                                              self.key, np.int32(self.client_steps))
         new_phis.append(phi_g)
         s_out.append(out)
-      phi = new_phis[0] if len(new_phis) == 1 else self._mean(new_phis)
-      self.server_updates += 1
-    self.state = SflState(theta=self._aggregate(thetas, self.sizes[selected]), phi=phi,
-                          copt=copt, sopt=sopt,
-                          decoder=(self._aggregate([d for d, _ in decs], self.sizes[selected])
-                                   if decs else None))
+      if new_phis:
+        phi = new_phis[0] if len(new_phis) == 1 else self._mean(new_phis)
+        self.server_updates += 1
+    # The clients that returned are averaged; with none, the global client model stays.
+    w = self.sizes[selected[back]]
+    keep = [i for i in range(n) if back[i]]
+    theta = self._aggregate([thetas[i] for i in keep], w) if keep else st.theta
+    decoder = (self._aggregate([decs[i][0] for i in keep], w) if keep else st.decoder) \
+        if decs else None
+    self.state = SflState(theta=theta, phi=phi, copt=copt, sopt=sopt, decoder=decoder)
     self.global_iters += 1
     c_out, s_out = jax.device_get((c_out, s_out))
     c_loss = np.array([o["loss"] for o in c_out])
     s_loss = np.array([o["loss"] for o in s_out])
-    extra = ({} if "privacy_score" not in c_out[0] else
+    extra = ({} if not c_out or "privacy_score" not in c_out[0] else
              dict(privacy_score=float(np.mean([o["privacy_score"] for o in c_out]))))
     finite_check(self.global_iters, client_loss=c_loss, server_loss=s_loss,
                  client_gradient=[o["grad_finite"] for o in c_out],
                  server_gradient=[o["grad_finite"] for o in s_out])
     return dict(**extra, server_updates=self.server_updates, client_steps=self.client_steps,
-                simulated_time_s=self.t_now, client_loss=float(np.mean(c_loss)),
-                server_loss=float(np.mean(s_loss)), generated_per_update=0.0,
-                stats_fallbacks=0,
-                **staleness.columns(staleness.synchronous_model(self.C), act_stale))
+                simulated_time_s=self.t_now,
+                client_loss=float(np.mean(c_loss)) if len(c_loss) else None,
+                server_loss=float(np.mean(s_loss)) if len(s_loss) else None,
+                generated_per_update=0.0, stats_fallbacks=0,
+                **staleness.columns(staleness.synchronous_model(len(keep)), act_stale),
+                **sys.take_row(self.t_now))
 
   def eval_params(self):
     return self.state.theta, self.state.phi
@@ -233,7 +283,8 @@ class SyncSflRunner:
                 host=dict(rng=self.rng.bit_generator.state, t_now=self.t_now,
                           global_iters=self.global_iters, client_steps=self.client_steps,
                           server_updates=self.server_updates,
-                          clients=self.ctx.clients.state_dict()))
+                          clients=self.ctx.clients.state_dict(),
+                          **self.system.state_dict()))
 
   def load_state_dict(self, d: dict) -> None:
     dev, host = d["device"], d["host"]
@@ -243,6 +294,7 @@ class SyncSflRunner:
     self.global_iters, self.client_steps = int(host["global_iters"]), int(host["client_steps"])
     self.server_updates = int(host["server_updates"])
     self.ctx.clients.load_state_dict(host["clients"])
+    self.system.load_state_dict(host)
 
 
 @ALGORITHMS.register("minibatch_sfl")

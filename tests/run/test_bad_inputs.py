@@ -85,6 +85,20 @@ BAD_VALUES = [
     (dict(algorithm="s2fl", s2fl__num_groups=3), "s2fl.num_groups"),
     (dict(seeds=(0, 1), algorithm="fedavg"), "seeds"),
     (dict(seeds=(0, 0)), "seeds"),
+    # clients that come and go (issue #29, docs/scenarios.md)
+    (dict(system__speed="nosuch"), "system.speed"),
+    (dict(system__sigma=-1.0), "system.sigma"),
+    (dict(system__redraw_s=0.0), "system.redraw_s"),
+    (dict(system__availability="nosuch"), "system.availability"),
+    (dict(system__mean_online_s=0.0), "system.mean_online_s"),
+    (dict(system__mean_offline_s=-2.0), "system.mean_offline_s"),
+    (dict(system__dropout=1.5), "system.dropout"),
+    (dict(system__dropout=-0.1), "system.dropout"),
+    (dict(system__dropout=1.0), "system.dropout"),
+    (dict(system__round_deadline_s=-1.0), "system.round_deadline_s"),
+    (dict(system__round_deadline_s=0.0), "system.round_deadline_s"),
+    (dict(system__availability="trace", system__trace="/no/such/trace.json"), "system.trace"),
+    (dict(seeds=(0, 1), system__dropout=0.1), "seeds"),
     # checked with the data, still before anything is written
     (dict(clients__num=1000), "clients.num"),
     (dict(clients__batch_size=100000), "clients.batch_size"),
@@ -102,6 +116,23 @@ def test_bad_value_one_line_nothing_written(tmp_path, overrides, field):
   msg = _error(_config(**overrides), workdir)
   assert field in msg, msg
   assert not workdir.exists(), os.listdir(workdir)
+
+
+BAD_TRACES = [("t.json", "", "empty"),
+              ("t.json", '{"clients": {"0": []}}', "no client is ever available"),
+              ("t.json", '{"clients": {"20": [[0, 1]]}}', "unknown client '20'"),
+              ("t.csv", "client,start,end\n0,0,2\n0,1,3\n", "line 3: client 0's interval"),
+              ("t.csv", "client,start,end\n0,3,-1\n", "line 2: interval [3, -1)")]
+
+
+@pytest.mark.parametrize("name, text, needle", BAD_TRACES)
+def test_bad_trace_one_line_nothing_written(tmp_path, name, text, needle):
+  trace = tmp_path / name
+  trace.write_text(text)
+  workdir = tmp_path / "run"
+  msg = _error(_config(system__availability="trace", system__trace=str(trace)), workdir)
+  assert needle in msg and str(trace) in msg, msg
+  assert not workdir.exists()
 
 
 @pytest.mark.parametrize("workdir, text", [("", "workdir"), ("afile/run", "not a writable")])

@@ -164,3 +164,18 @@ def test_heartbeat_logs_while_an_iteration_runs(monkeypatch):
                        simulated_time_s=1.0, wall_time_s=1.0))
   assert "ETA 0 s" in lines[-1]
   assert not progress.beat()   # finished: no more heartbeats
+
+
+def test_old_config_without_system_section_resumes_only_at_the_defaults():
+  """A config.json from before issue #29 (no `system`) continues when every system.* field is
+  at its default; any scenario is a different run."""
+  from configs import digits  # noqa: PLC0415
+  new = digits.get_config().to_dict()
+  old = {k: v for k, v in new.items() if k != "system"}
+  assert workdir_lib.differences(old, new) == []
+  for field, value in (("dropout", 0.1), ("availability", "markov"), ("speed", "fixed"),
+                       ("redraw_s", 5.0), ("round_deadline_s", 2.0)):
+    changed = digits.get_config()
+    changed.system[field] = value
+    diff = workdir_lib.differences(old, changed.to_dict())
+    assert any(d.startswith(f"system.{field}:") for d in diff), (field, diff)

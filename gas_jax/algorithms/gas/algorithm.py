@@ -43,7 +43,7 @@ def build(model, hp: GasHParams) -> Algorithm:
   q = buffer_size(hp)         # Q_s (REF: C)
   dim = int(np.prod(model.activation_shape))
   tx = optim.make_transform(hp.optimizer, hp.momentum, hp.weight_decay, hp.clip_norm)
-  client_step, cohort_step, objective = client.make_client(model, hp, tx, dim)
+  client_step, cohort_step, objective, restart_slot = client.make_client(model, hp, tx, dim)
   server_step, generate, compress = server.make_server(model, hp, tx, dim)
   reg = regularisers.make(model, hp.privacy)
 
@@ -77,4 +77,4 @@ def build(model, hp: GasHParams) -> Algorithm:
 
   return Algorithm(init=init, client_step=client_step, server_step=server_step,
                    hparams=hp, cohort_step=cohort_step, generate=generate,
-                   compress=compress, client_objective=objective)
+                   compress=compress, client_objective=objective, restart_slot=restart_slot)

@@ -24,7 +24,8 @@ tree_map = jax.tree_util.tree_map
 
 
 def make_client(model, hp: GasHParams, tx, dim: int):
-  """(client_step, cohort_step, objective) for `model`'s client part; tx: the optimiser."""
+  """(client_step, cohort_step, objective, restart_slot) for `model`'s client part; tx: the
+  optimiser."""
   b = hp.batch_size
   bn_update = hp.server_bn_client_steps and model.stateful   # client steps return phi
   reg = regularisers.make(model, hp.privacy)       # None: no regulariser (REF)
@@ -172,4 +173,10 @@ def make_client(model, hp: GasHParams, tx, dim: int):
       out["server"] = phi
     return state, out
 
-  return client_step, cohort_step, objective
+  def restart_slot(state: ClientState, slot):
+    """The slot restarts from the newest global model as after an upload, but nothing enters
+    the model buffer (weight 0): a lost model's slot refilled (issue #29, docs/scenarios.md)."""
+    return upload(state, slot, index(state.slots, slot), slot_decoder(state, slot),
+                  jnp.zeros((), jnp.float32), jnp.bool_(True), jnp.bool_(False))
+
+  return client_step, cohort_step, objective, restart_slot

@@ -116,6 +116,7 @@ class Algorithm:
   generate: Callable = None      # the server update's statistics and sampling (benchmarks)
   compress: Callable = None      # (ServerState, label) -> ServerState: one factor compression
   client_objective: Callable = None  # (p, theta, batch, rng, dec) -> (loss, aux): the client loss
+  restart_slot: Callable = None  # (ClientState, slot) -> ClientState: a lost model's slot refilled
 
 
 def stack(tree, n):
