@@ -104,6 +104,7 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.checkpoints_to_keep = 2
   c.eval_batch_size = 1000
   c.eval_examples = 0            # test accuracy on N test images, one fixed draw for every method and seed (0 = all)
+  c.eval_every = 1               # evaluate every N global iterations (and always the last one)
   c.log_every_s = 10.0
   # Baselines (spec §2): REF semantics by default; published variants as options.
   c.fedbuff = ml_collections.ConfigDict()
@@ -134,6 +135,9 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.privacy.decoder_blocks = 4    # "inversion": residual blocks N of the simulated decoder (res_normN4C64)
   c.privacy.decoder_channels = 64  # "inversion": its channels C
   c.privacy.decoder_lr = 1e-3     # "inversion": Adam learning rate of its one step per client step
+  # How summary.json reads the evaluations (not the training): time_to_accuracy's targets.
+  c.report = ml_collections.ConfigDict()
+  c.report.targets = (0.5, 0.6, 0.7)  # test accuracies in (0, 1]: first evaluated iteration at or above each
   if "partition" in parsed:
     _args.apply_partition(c, parsed["partition"])
   return c

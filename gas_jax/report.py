@@ -7,9 +7,11 @@ only reads those files.
 
 - `results_table`: the layout of the paper's Table 1 - one row per method, one column per
   partition, mean ± std over seeds of summary.json's final_accuracy (mean test accuracy of the
-  last 5 global iterations) in %, the best mean of each column in bold. The std is the population
+  last 5 evaluations; `window_note` says the true count) in %, the best mean of each column in bold. The std is the population
   std (numpy ddof=0; the paper does not say which); a cell with fewer finished seeds than asked
   says how many it has, a cell without any shows "-".
+- `time_to_accuracy_table`: the same layout, simulated seconds to reach each target accuracy
+  (mean ± std over the seeds that reached it, and how many did).
 - `plot_curves`: mean test accuracy against the simulated clock (or the global iteration), a
   shaded band for ± std over seeds, one line per method and one subplot per partition. Each seed's
   curve is linearly interpolated onto a grid covering the range all of that method's seeds reach.
@@ -20,6 +22,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 import numpy as np
+
+from gas_jax import metrics as metrics_lib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  pylint: disable=g-import-not-at-top
@@ -169,9 +173,8 @@ def plot_curves(root: str, methods: Sequence[str], partitions: Sequence[str],
     for m in methods:
       curves = []
       for _, rows in load_cell(root, p, m, seeds, cells):
-        if rows:
-          x = np.array([r[x_key] for r in rows], np.float64)
-          y = 100.0 * np.array([r["test_accuracy"] for r in rows], np.float64)
+        x, y = accuracy_points(rows, x_key)
+        if len(x):
           curves.append((x, y))
       if not curves:
         continue
@@ -192,14 +195,23 @@ def plot_curves(root: str, methods: Sequence[str], partitions: Sequence[str],
 
 
 def write_report(root: str, methods: Sequence[str], partitions: Sequence[str],
-                 seeds: Sequence[int], cells=None) -> Dict[str, str]:
+                 seeds: Sequence[int], cells=None,
+                 targets: Optional[Sequence[float]] = None) -> Dict[str, str]:
   """results.md, accuracy_vs_time.png and accuracy_vs_iteration.png in `root` (`cells`: only
-  those (partition, method, seed) count, if given)."""
+  those (partition, method, seed) count, if given; `targets`: the time-to-accuracy table's, by
+  default those the summaries hold)."""
   seeds_txt = ", ".join(map(str, seeds))
+  window = window_note(root, methods, partitions, seeds, cells)
+  if targets is None:
+    targets = stored_targets(root, methods, partitions, seeds, cells)
   md = ["# Comparison", "",
-        f"Test accuracy (%): mean ± std over seeds {seeds_txt} of `final_accuracy` (mean of the "
-        "last 5 global iterations); best per column in bold; std with ddof=0.", "",
+        f"Test accuracy (%): mean ± std over seeds {seeds_txt} of `final_accuracy` ({window}); "
+        "best per column in bold; std with ddof=0.", "",
         results_table(root, methods, partitions, seeds, cells=cells),
+        "Time to accuracy (simulated s): mean ± std (ddof=0) over the seeds that reached the "
+        "target, at the first evaluated global iteration with test accuracy >= target; (reached"
+        "/finished seeds).", "",
+        time_to_accuracy_table(root, methods, partitions, seeds, targets, cells),
         "Run times (mean over seeds):", "", timing_table(root, methods, partitions, seeds, cells)]
   paths = dict(table=os.path.join(root, "results.md"),
                time=os.path.join(root, "accuracy_vs_time.png"),
@@ -212,3 +224,77 @@ def write_report(root: str, methods: Sequence[str], partitions: Sequence[str],
   plot_curves(root, methods, partitions, seeds, "global_iteration", paths["iteration"],
               "global iteration", cells=cells)
   return paths
+
+
+def accuracy_points(rows: Sequence[Dict], x_key: str) -> Tuple[np.ndarray, np.ndarray]:
+  """(x, test accuracy in %) of the evaluated rows (with `eval_every` > 1 the others hold
+  null)."""
+  ev = [r for r in rows if r.get("test_accuracy") is not None]
+  return (np.array([r[x_key] for r in ev], np.float64),
+          100.0 * np.array([r["test_accuracy"] for r in ev], np.float64))
+
+
+def window_note(root, methods, partitions, seeds, cells=None) -> str:
+  """final_accuracy's window over the finished cells, with the true count of evaluations
+  (summary.json's final_accuracy_evals): 'mean of the last 5 evaluations', or the range and
+  the count of each (partition, method) when they differ."""
+  counts = {}
+  for p in partitions:
+    for m in methods:
+      ns = sorted({metrics_lib.final_evals(s) for s, _ in load_cell(root, p, m, seeds, cells)})
+      if ns:
+        counts[p, m] = ns
+  if not counts:
+    return "mean of the last 5 evaluations"
+  phrase = metrics_lib.evals_phrase([n for ns in counts.values() for n in ns])
+  if len({tuple(ns) for ns in counts.values()}) == 1 and len(next(iter(counts.values()))) == 1:
+    return phrase
+  each = ", ".join(f"{p}/{m} {'/'.join(map(str, ns))}" for (p, m), ns in counts.items())
+  return f"{phrase}; per cell: {each}"
+
+
+def stored_targets(root, methods, partitions, seeds, cells=None) -> List[float]:
+  """The targets the finished cells' summaries hold in time_to_accuracy (sorted)."""
+  keys = set()
+  for p in partitions:
+    for m in methods:
+      for s, _ in load_cell(root, p, m, seeds, cells):
+        keys.update((s.get("time_to_accuracy") or {}).keys())
+  return sorted(float(k) for k in keys)
+
+
+def seconds_to(summary: Dict, rows: Sequence[Dict], target: float) -> Optional[float]:
+  """Simulated seconds to reach `target` of one run: from its summary's time_to_accuracy, or
+  computed from its rows (`metrics.time_to_accuracy`) for a target it does not hold."""
+  key = metrics_lib.target_key(target)
+  stored = summary.get("time_to_accuracy") or {}
+  if key in stored:
+    hit = stored[key]
+  else:
+    hit = metrics_lib.time_to_accuracy(list(rows), [target],
+                                       int(summary.get("eval_every", 1)))[key]
+  return None if hit is None else float(hit["simulated_time_s"])
+
+
+def time_to_accuracy_table(root: str, methods: Sequence[str], partitions: Sequence[str],
+                           seeds: Sequence[int], targets: Sequence[float], cells=None) -> str:
+  """Markdown table: rows = methods, one column per partition and target, the mean ± std
+  (ddof=0) of the simulated seconds to reach the target over the seeds that reached it, and
+  (reached/finished seeds); "-" for a cell without finished runs (issue #28: the paper's "time
+  to reach 60 %")."""
+  heads = [f"{p} {100 * t:g} %" for p in partitions for t in targets]
+  lines = ["| method | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+  for m in methods:
+    row = []
+    for p in partitions:
+      runs = load_cell(root, p, m, seeds, cells)
+      for t in targets:
+        if not runs:
+          row.append("-")
+          continue
+        secs = [x for x in (seconds_to(s, rows, t) for s, rows in runs) if x is not None]
+        mean, std = cell_stats(secs) if secs else (None, None)
+        text = "-" if mean is None else f"{mean:.1f} ± {std:.1f}"
+        row.append(f"{text} ({len(secs)}/{len(runs)})")
+    lines.append(f"| {m} | " + " | ".join(row) + " |")
+  return "\n".join(lines) + "\n"

@@ -93,7 +93,8 @@ def main(argv):
   # Only cells finished with this comparison's config enter the table and plots (a refused
   # cell of other overrides, or a stale summary of a smaller T, is left out).
   done = {k for k in keys if cells.state(grid[k]) == "done" or packed.get(k) == "done"}
-  paths = report.write_report(root, methods, partitions, seeds, cells=done)
+  paths = report.write_report(root, methods, partitions, seeds, cells=done,
+                              targets=tuple(config.report.targets))
   cells.finish(paths, failed)
 
 
