@@ -6,7 +6,7 @@ global iterations, SGD lr 0.01 / momentum 0.9 / weight decay 5e-4 (REF settings)
     python -m gas_jax.main --config=configs/digits.py --workdir=/tmp/gas_digits
 
 Expected (measured 2026-11-25, seed 0): summary.json final_accuracy 0.9706 (mean test accuracy
-of the last 5 global iterations), about 77 s for the run on a 2-core CPU: mean_iter_wall_s 1.01
+of the last 5 evaluations, one per global iteration with eval_every=1), about 77 s for the run on a 2-core CPU: mean_iter_wall_s 1.01
 (evaluation and the first compilations included; 0.91 with
 `GasRunner.precompile_server()` first; `python -m benchmarks.run iteration
 --config=configs/digits.py --iters=20`: 0.87 s steady state). All methods on digits, 3 seeds: README "Results on digits". Argument: a partition, `:shard2`
