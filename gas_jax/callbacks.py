@@ -5,7 +5,7 @@ after the rows), `Evaluate`, `WriteMetrics`, `ShowProgress`.
 """
 import json
 import os
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from absl import logging
@@ -24,17 +24,44 @@ def iteration_walls(rows) -> list:
 
 
 class Evaluate(Callback):
-  """Test accuracy and loss of the runner's models after every global iteration of a lane, and
-  the divergence guard on the parameters and the test loss."""
+  """Test accuracy and loss of the runner's models after every `eval_every`-th global iteration
+  of a lane and after the last one (`metrics.is_evaluated`; the other rows hold null), the same
+  for every method and for each seed of the runs axis; and the divergence guard: the parameters
+  after every global iteration, the test loss when evaluated."""
 
-  def __init__(self, evaluator: evaluation.Evaluator):
-    self.evaluator = evaluator
+  def __init__(self, evaluator: evaluation.Evaluator, eval_every: int = 1):
+    self.evaluator, self.eval_every = evaluator, eval_every
+
+  def _params(self, loop: Loop, lane: Lane):
+    return loop.runner.eval_params(*([lane.index] if loop.multi else []))
+
+  def on_start(self, loop: Loop) -> None:
+    """A run resumed with num_global_iters lowered to the iterations it has done: its new last
+    iteration is evaluated now, from the restored models (those of that iteration)."""
+    for lane in loop.lanes:
+      if lane.done != loop.num_iters or lane.rows[-1].get("test_accuracy") is not None:
+        continue
+      if loop.multi and not loop.runner.at_row_boundary(lane.index):
+        raise config_lib.RunError(
+            f"seed {lane.seed}: global iteration {lane.done}, now the last, was not evaluated "
+            f"(eval_every={self.eval_every}) and the checkpoint holds its models from after it; "
+            f"resume with num_global_iters > {lane.done}")
+      params = self._params(loop, lane)
+      ev = self.evaluator(params)
+      evaluation.finite_check(lane.done, test_loss=ev["test_loss"])
+      lane.rows[-1].update(ev)
+      logging.info("global iteration %d is now the last: evaluated it (test_accuracy %.4f)",
+                   lane.done, ev["test_accuracy"])
 
   def fill_row(self, loop: Loop, lane: Lane, row: Dict) -> None:
-    params = loop.runner.eval_params(*([lane.index] if loop.multi else []))
+    params = self._params(loop, lane)
+    it = row["global_iteration"]
+    if not metrics_lib.is_evaluated(it, self.eval_every, loop.num_iters):
+      evaluation.finite_check(it, parameters=bool(evaluation.all_finite(params)))
+      row.update(test_accuracy=None, test_loss=None)
+      return
     ev = self.evaluator(params)
-    evaluation.finite_check(row["global_iteration"],
-                            parameters=bool(evaluation.all_finite(params)),
+    evaluation.finite_check(it, parameters=bool(evaluation.all_finite(params)),
                             test_loss=ev["test_loss"])
     row.update(ev)
 
@@ -61,6 +88,8 @@ class WriteMetrics(Callback):
     for lane in loop.lanes:
       w = metrics_lib.MetricsWriter(lane.workdir, lane.rows)
       w.write_config(self._config_dict(lane.config))
+      if lane.rows:     # resumed: the checkpoint's rows (`Evaluate.on_start` may fill one in)
+        w.flush()
       self.writers.append(w)
 
   def on_row(self, loop: Loop, lane: Lane, row: Dict) -> None:
@@ -68,18 +97,20 @@ class WriteMetrics(Callback):
 
   def on_finish(self, loop: Loop) -> None:
     config = self.config
+    every = config.get("eval_every", 1)
+    targets = tuple(config.get("report", {}).get("targets", ()))
     summaries = []
     for lane, w in zip(loop.lanes, self.writers):
-      # iterations timed before the lane's recorded walls (older checkpoints): from the rows
-      walls = iteration_walls(w.rows)[:max(lane.done - len(lane.walls), 0)] + list(lane.walls)
-      steady = walls[1:] or walls
+      walls, starts = lane_walls(lane, w.rows)
+      steady = metrics_lib.steady_walls(walls, starts)
       extra = dict(mean_iter_wall_s=float(np.mean(steady)) if steady else None,
+                   mean_iter_wall_iters=len(steady),
                    first_iter_wall_s=float(walls[0]) if walls else None, seed=lane.seed,
                    algorithm=config.algorithm)
       if loop.multi:
         extra["seeds_vmapped"] = len(loop.lanes)
       extra["generate"] = config.algorithm == "gas" and bool(config.generate)
-      summaries.append(w.write_summary(extra))
+      summaries.append(w.write_summary(extra, every, targets))
     if not loop.multi:
       loop.result = summaries[0]
       return
@@ -88,11 +119,22 @@ class WriteMetrics(Callback):
                  global_iterations=loop.num_iters, final_accuracy_mean=float(finals.mean()),
                  final_accuracy_std=float(finals.std()),
                  final_accuracy=[float(f) for f in finals], wall_time_s=loop.elapsed(),
-                 per_seed=[lane.workdir for lane in loop.lanes])
+                 per_seed=[lane.workdir for lane in loop.lanes], eval_every=every,
+                 final_accuracy_evals=summaries[0]["final_accuracy_evals"],
+                 final_accuracy_window=summaries[0]["final_accuracy_window"])
     if metrics_lib.is_primary():
       metrics_lib.atomic_write(os.path.join(self.workdir, "summary.json"),
                                json.dumps(total, indent=2) + "\n")
     loop.result = total
+
+
+def lane_walls(lane: Lane, rows) -> Tuple[List[float], List[int]]:
+  """(wall seconds of each global iteration, indices of those each process timed first).
+  Iterations timed before the lane's recorded walls (older checkpoints) come from the rows'
+  wall_time_s, the first of them counted as a process's first."""
+  prefix = iteration_walls(rows)[:max(lane.done - len(lane.walls), 0)]
+  starts = ([0] if prefix else []) + [len(prefix) + i for i in lane.starts]
+  return prefix + list(lane.walls), starts
 
 
 class ShowProgress(Callback):
@@ -145,14 +187,17 @@ class Checkpoints(Callback):
       counts = [int(n) for n in host.get("rows", [step])]
       loop.wall_offset = float(host["wall_time_s"])
       walls = host.get("walls") or [[] for _ in loop.lanes]
+      # (checkpoints before `starts`: the first recorded wall was the run's first iteration)
+      starts = host.get("starts") or [[0] if w else [] for w in walls]
     except KeyError as e:
       raise config_lib.RunError(
           f"the checkpoint at step {step} in {self.ckpt.directory} was written by another "
           f"version of gas-jax (missing {e}); use a new --workdir, or --overwrite") from None
     loop.advances = step
-    for lane, n, w in zip(loop.lanes, counts, walls):
+    for lane, n, w, first in zip(loop.lanes, counts, walls, starts):
       lane.rows[:] = metrics_lib.read_rows(lane.workdir)[:n]
       lane.walls[:] = [float(x) for x in w][-n:] if n else []
+      lane.starts[:] = [int(i) for i in first if int(i) < len(lane.walls)]
       if len(lane.rows) != n:
         raise config_lib.RunError(
             f"{lane.workdir}/metrics.jsonl has {len(lane.rows)} rows but the checkpoint holds "
@@ -169,7 +214,8 @@ class Checkpoints(Callback):
     device = state.pop("device")
     self.ckpt.save(loop.advances, device, dict(
         runner=state, wall_time_s=loop.elapsed(), rows=[lane.done for lane in loop.lanes],
-        walls=[list(lane.walls) for lane in loop.lanes]))
+        walls=[list(lane.walls) for lane in loop.lanes],
+        starts=[list(lane.starts) for lane in loop.lanes]))
 
   def on_advance(self, loop: Loop, finished: Sequence[Lane]) -> None:
     every, T = self.config.checkpoint_every, loop.num_iters
@@ -190,7 +236,7 @@ class Checkpoints(Callback):
         state = loop.runner.lane_state_dict(i)
         ckpt.save(T, state.pop("device"),
                   dict(runner=state, wall_time_s=lane.rows[-1]["wall_time_s"], rows=[T],
-                       walls=[list(lane.walls)]))
+                       walls=[list(lane.walls)], starts=[list(lane.starts)]))
       ckpt.close()
 
   def on_close(self, loop: Loop) -> None:
@@ -214,5 +260,5 @@ def _upgrade(host: Dict, multi: bool) -> Dict:
 def standard(config, workdir: str, evaluator: evaluation.Evaluator,
              plan: Optional[Dict] = None) -> List[Callback]:
   """The callbacks of every run, in order."""
-  return [Checkpoints(config, workdir), Evaluate(evaluator),
+  return [Checkpoints(config, workdir), Evaluate(evaluator, config.get("eval_every", 1)),
           WriteMetrics(config, workdir, plan), ShowProgress(config)]

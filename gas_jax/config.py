@@ -171,6 +171,8 @@ def validate(config: ml_collections.ConfigDict, workdir: str = None) -> None:
   n = _get(config, "eval_examples")
   if isinstance(n, bool) or not isinstance(n, int) or n < 0:
     _fail("eval_examples", n, "must be an integer >= 0 (0 = the whole test split)")
+  _positive_int(config, "eval_every")
+  _check_targets(config)
   _positive_int(config, "checkpoint_every")
   _positive_int(config, "checkpoints_to_keep")
   _positive(config, "log_every_s")
@@ -201,6 +203,18 @@ def _validate_radio(config) -> None:
   if not _number(v):
     _fail("time.path_loss_db_at_1km", v, "must be a finite number (dB)")
   _non_negative(config, "time.path_loss_db_per_decade")
+def _check_targets(config) -> None:
+  """report.targets: distinct test accuracies in (0, 1] (summary.json's time_to_accuracy)."""
+  targets = _get(config, "report.targets")
+  if isinstance(targets, (int, float)) and not isinstance(targets, bool):
+    targets = (targets,)
+  allowed = "must be distinct accuracies in (0, 1], e.g. --config.report.targets=0.5,0.6,0.7"
+  if not isinstance(targets, (tuple, list)):
+    _fail("report.targets", targets, allowed)
+  if any(not _number(t) or not 0 < t <= 1 for t in targets):
+    _fail("report.targets", tuple(targets), allowed)
+  if len({float(t) for t in targets}) != len(targets):
+    _fail("report.targets", tuple(targets), allowed)
 
 
 def _validate_baselines(config) -> None:

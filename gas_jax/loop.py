@@ -10,7 +10,8 @@ Wall times: `wall_time_s` of a row is the run's wall time when the row was made 
 of the loop, plus the wall time restored from a checkpoint); a lane's `walls` hold each global
 iteration's own seconds (the runner's work and the evaluation since the lane's previous row, the
 checkpoint and file writes after it left out), from which summary.json's `mean_iter_wall_s` and
-`first_iter_wall_s` come.
+`first_iter_wall_s` come; its `starts` mark the iterations each process timed first (restore and
+compilation included), which `mean_iter_wall_s` leaves out.
 
 Per global iteration of a lane the loop makes its row (the runner's fields), lets the callbacks
 fill it in (`fill_row`: evaluation), stamps `wall_time_s`, and hands it to the callbacks
@@ -37,6 +38,7 @@ class Lane:
   workdir: str
   rows: List[Dict] = dataclasses.field(default_factory=list)
   walls: List[float] = dataclasses.field(default_factory=list)  # seconds per global iteration
+  starts: List[int] = dataclasses.field(default_factory=list)   # walls each process timed first
   mark: Optional[float] = None   # when its current global iteration started (None: not yet)
 
   @property
@@ -103,6 +105,7 @@ class Loop:
     self.stop: Optional[StopRequest] = None
     self.stack: Optional[contextlib.ExitStack] = None   # callbacks may enter contexts here
     self.result: Optional[Dict] = None                  # the summary (set by a callback)
+    self.timed = set()         # lanes that timed a global iteration in this process
 
   def elapsed(self) -> float:
     return self.wall_offset + time.time() - self.start
@@ -133,6 +136,9 @@ def _advance(loop: Loop, callbacks: Sequence[Callback]) -> None:
       cb.fill_row(loop, lane, row)
     # An iteration's wall time: its runner work and evaluation (not the files or checkpoints
     # written after the previous one).
+    if lane.index not in loop.timed:    # this process's first: restore, compilation
+      loop.timed.add(lane.index)
+      lane.starts.append(len(lane.walls))
     lane.walls.append(time.time() - lane.mark)
     lane.mark = None
     row["wall_time_s"] = loop.elapsed()

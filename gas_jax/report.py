@@ -8,16 +8,18 @@ plots take the cells' results as given (`Results`: one source of truth per cell,
 
 - `results_table`: the layout of the paper's Table 1 - one row per method, one column per
   partition, mean ± std over seeds of summary.json's final_accuracy (mean test accuracy of its
-  last evaluations) in %, the best mean of each column in bold. The std is the population
-  std (numpy ddof=0; the paper does not say which); a cell with fewer finished seeds than asked
-  says how many it has, a cell without any shows "-".
+  last evaluations, `window_note` says how many) in %, the best mean of each column in bold. The
+  std is the population std (numpy ddof=0; the paper does not say which); a cell with fewer
+  finished seeds than asked says how many it has, a cell without any shows "-".
+- `time_to_accuracy_table`: the same layout, simulated seconds to reach each target accuracy
+  (mean ± std over the seeds that reached it, and how many did).
 - `plot_curves`: mean test accuracy against the simulated clock (or the global iteration), a
   shaded band for ± std over seeds, one line per method and one subplot per partition. Each seed's
   curve is linearly interpolated onto a grid covering the range all of that method's seeds reach.
 """
 import json
 import os
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import matplotlib
 import numpy as np
@@ -161,9 +163,8 @@ def plot_curves(results: Results, methods: Sequence[str], partitions: Sequence[s
     for m in methods:
       curves = []
       for _, rows in load_cell(results, p, m, seeds):
-        if rows:
-          x = np.array([r[x_key] for r in rows], np.float64)
-          y = 100.0 * np.array([r["test_accuracy"] for r in rows], np.float64)
+        x, y = accuracy_points(rows, x_key)
+        if len(x):
           curves.append((x, y))
       if not curves:
         continue
@@ -197,39 +198,34 @@ def save_figure(fig, path: str) -> None:
       os.unlink(tmp)
 
 
-def window_text(summaries: Iterable[Dict]) -> str:
-  """'the last n evaluations' with the true n of the summaries (their `final_accuracy_evals`,
-  else the at most 5 last global iterations of older summaries), a range if they differ."""
-  ns = sorted({int(s.get("final_accuracy_evals", min(5, s.get("global_iterations", 5))))
-               for s in summaries})
-  if not ns:
-    return "the last evaluations"
-  n = str(ns[0]) if len(ns) == 1 else f"{ns[0]}-{ns[-1]} (per cell)"
-  return f"the last {n} evaluation{'' if ns == [1] else 's'}"
-
-
 COUNTED_FILE = "cells.json"
 
 
 def write_report(root: str, methods: Sequence[str], partitions: Sequence[str],
-                 seeds: Sequence[int], results: Results,
-                 sources: Optional[Dict] = None) -> Dict[str, str]:
+                 seeds: Sequence[int], results: Results, sources: Optional[Dict] = None,
+                 targets: Optional[Sequence[float]] = None) -> Dict[str, str]:
   """results.md, accuracy_vs_time.png, accuracy_vs_iteration.png and staleness.png in `root`
   from `results` ((partition, method, seed) -> (summary, rows): the cells that count), each
   file written whole or not at all; with `sources` (key -> the file each result was read from)
   also cells.json, the list of the cells that counted (the paper's figures read only those:
-  `cell_results.load_counted`). Raises RunError, writing nothing, when `results` is empty: an
-  empty table never replaces a good one."""
+  `cell_results.load_counted`); `targets`: the time-to-accuracy table's (default: those the
+  summaries hold). Raises RunError, writing nothing, when `results` is empty: an empty table
+  never replaces a good one."""
   if not results:
     raise RunError("no cell of this grid finished with this config: results.md not written "
                    "(check --config.num_global_iters and the other overrides)")
   seeds_txt = ", ".join(map(str, seeds))
-  window = window_text(s for s, _ in results.values())
+  window = window_note(results, methods, partitions, seeds)
+  if targets is None:
+    targets = stored_targets(results)
   md = ["# Comparison", "",
-        f"Test accuracy (%): mean ± std over seeds {seeds_txt} of `final_accuracy` (mean of "
-        f"{window}); best per column in bold; std with ddof=0; (n=k): only k of the seeds "
-        "finished.", "",
+        f"Test accuracy (%): mean ± std over seeds {seeds_txt} of `final_accuracy` ({window}); "
+        "best per column in bold; std with ddof=0; (n=k): only k of the seeds finished.", "",
         results_table(results, methods, partitions, seeds),
+        "Time to accuracy (simulated s): mean ± std (ddof=0) over the seeds that reached the "
+        "target, at the first evaluated global iteration with test accuracy >= target; (reached"
+        "/finished seeds).", "",
+        time_to_accuracy_table(results, methods, partitions, seeds, targets),
         "Run times (mean over seeds):", "", timing_table(results, methods, partitions, seeds)]
   paths = dict(table=os.path.join(root, "results.md"),
                time=os.path.join(root, "accuracy_vs_time.png"),
@@ -248,6 +244,78 @@ def write_report(root: str, methods: Sequence[str], partitions: Sequence[str],
     metrics_lib.atomic_write(paths["cells"], json.dumps(dict(cells=counted), indent=1) + "\n")
   metrics_lib.atomic_write(paths["table"], "\n".join(md))
   return paths
+
+
+def accuracy_points(rows: Sequence[Dict], x_key: str) -> Tuple[np.ndarray, np.ndarray]:
+  """(x, test accuracy in %) of the evaluated rows (with `eval_every` > 1 the others hold
+  null)."""
+  ev = [r for r in rows if r.get("test_accuracy") is not None]
+  return (np.array([r[x_key] for r in ev], np.float64),
+          100.0 * np.array([r["test_accuracy"] for r in ev], np.float64))
+
+
+def window_note(results: Results, methods, partitions, seeds) -> str:
+  """final_accuracy's window over the finished cells, with the true count of evaluations
+  (summary.json's final_accuracy_evals): 'mean of the last 5 evaluations', or the range and
+  the count of each (partition, method) when they differ."""
+  counts = {}
+  for p in partitions:
+    for m in methods:
+      ns = sorted({metrics_lib.final_evals(s) for s, _ in load_cell(results, p, m, seeds)})
+      if ns:
+        counts[p, m] = ns
+  if not counts:
+    return "mean of the last 5 evaluations"
+  phrase = metrics_lib.evals_phrase([n for ns in counts.values() for n in ns])
+  if len({tuple(ns) for ns in counts.values()}) == 1 and len(next(iter(counts.values()))) == 1:
+    return phrase
+  each = ", ".join(f"{p}/{m} {'/'.join(map(str, ns))}" for (p, m), ns in counts.items())
+  return f"{phrase}; per cell: {each}"
+
+
+def stored_targets(results: Results) -> List[float]:
+  """The targets the cells' summaries hold in time_to_accuracy (sorted)."""
+  keys = set()
+  for s, _ in results.values():
+    keys.update((s.get("time_to_accuracy") or {}).keys())
+  return sorted(float(k) for k in keys)
+
+
+def seconds_to(summary: Dict, rows: Sequence[Dict], target: float) -> Optional[float]:
+  """Simulated seconds to reach `target` of one run: from its summary's time_to_accuracy, or
+  computed from its rows (`metrics.time_to_accuracy`) for a target it does not hold."""
+  key = metrics_lib.target_key(target)
+  stored = summary.get("time_to_accuracy") or {}
+  if key in stored:
+    hit = stored[key]
+  else:
+    hit = metrics_lib.time_to_accuracy(list(rows), [target],
+                                       int(summary.get("eval_every", 1)))[key]
+  return None if hit is None else float(hit["simulated_time_s"])
+
+
+def time_to_accuracy_table(results: Results, methods: Sequence[str], partitions: Sequence[str],
+                           seeds: Sequence[int], targets: Sequence[float]) -> str:
+  """Markdown table: rows = methods, one column per partition and target, the mean ± std
+  (ddof=0) of the simulated seconds to reach the target over the seeds that reached it, and
+  (reached/finished seeds); "-" for a cell without finished runs (issue #28: the paper's "time
+  to reach 60 %")."""
+  heads = [f"{p} {100 * t:g} %" for p in partitions for t in targets]
+  lines = ["| method | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+  for m in methods:
+    row = []
+    for p in partitions:
+      runs = load_cell(results, p, m, seeds)
+      for t in targets:
+        if not runs:
+          row.append("-")
+          continue
+        secs = [x for x in (seconds_to(s, rows, t) for s, rows in runs) if x is not None]
+        mean, std = cell_stats(secs) if secs else (None, None)
+        text = "-" if mean is None else f"{mean:.1f} ± {std:.1f}"
+        row.append(f"{text} ({len(secs)}/{len(runs)})")
+    lines.append(f"| {m} | " + " | ".join(row) + " |")
+  return "\n".join(lines) + "\n"
 
 
 # Staleness histograms (issue 28, item 3), drawn from the cells that count. The paper's

@@ -37,10 +37,13 @@ RESUMABLE = frozenset({
     "num_global_iters", "checkpoint_every", "checkpoints_to_keep", "eval_batch_size",
     "log_every_s",
 })
-RESUMABLE_SECTIONS = ("execution.", "execution_plan.")
+# `report.*` only says how summary.json reads the rows (time_to_accuracy's targets). Not
+# `eval_every`: it decides which rows are evaluated, so final_accuracy and time_to_accuracy.
+RESUMABLE_SECTIONS = ("execution.", "execution_plan.", "report.")
 # Sections and fields added after runs were stored: a stored config without one continues when
 # the new config leaves its feature off (prefix -> (switch field, its "off" value)).
 ADDED_SECTIONS = {"privacy.": ("privacy.method", "none"), "eval_examples": ("eval_examples", 0),
+                  "eval_every": ("eval_every", 1),
                   "execution.precision": ("execution.precision", "float32"),
                   # clients that come and go (issue #29): each field off at its default
                   "system.speed": ("system.speed", "uniform"),

@@ -120,7 +120,8 @@ def main(argv):
   results = {k: r.result for k, r in resolved.items() if r.state == "done"}
   sources = {k: r.source for k, r in resolved.items() if r.state == "done"}
   try:
-    paths = report.write_report(root, methods, partitions, seeds, results, sources)
+    paths = report.write_report(root, methods, partitions, seeds, results, sources,
+                                targets=tuple(config.report.targets))
   except config_lib.RunError as e:
     sys.exit(f"error: {e}" + (f"; failed cells: {', '.join(failed)}" if failed else ""))
   cells.finish(paths, failed)

@@ -53,7 +53,8 @@ def cell_values(workdir: str) -> Optional[Dict[str, float]]:
   summary, attack = (_read(os.path.join(workdir, f)) for f in ("summary.json", "attack.json"))
   if summary is None or attack is None:
     return None
-  return dict(accuracy=summary["final_accuracy"], mse=attack["mse"], psnr=attack["psnr"],
+  return dict(accuracy=summary["final_accuracy"], evals=float(metrics_lib.final_evals(summary)),
+              mse=attack["mse"], psnr=attack["psnr"],
               ssim=attack["ssim"], baseline_ssim=attack["baseline"]["ssim"],
               baseline_mse=attack["baseline"]["mse"], baseline_psnr=attack["baseline"]["psnr"])
 
@@ -77,6 +78,15 @@ def collect(root: str, splits: Sequence[str], defences: Sequence[str], seeds: Se
       if vals:
         out[(split, d)] = (len(vals), aggregate(vals))
   return out
+
+
+def window_note(root: str, splits, defences, seeds, cells=None) -> str:
+  """final_accuracy's window over the reported cells, with the true count of evaluations
+  (`metrics.evals_phrase`: a range when the cells differ)."""
+  counts = [int(v["evals"]) for v in (
+      cell_values(cell_dir(root, split, d, s)) for split in splits for d in defences
+      for s in seeds if cells is None or (split, d, s) in cells) if v is not None]
+  return metrics_lib.evals_phrase(counts) if counts else "mean of the last 5 evaluations"
 
 
 def results_table(rows, splits: Sequence[str], defences: Sequence[str], seeds) -> str:
@@ -129,12 +139,8 @@ def write_report(root: str, splits: Sequence[str], defences: Sequence[str],
   if not rows:
     raise RunError("no cell of this study finished (run and attack) with this config: "
                    "results.md not written (check the overrides and the attack settings)")
-  window = report_lib.window_text(
-      _read(os.path.join(cell_dir(root, sp, d, s), "summary.json"))
-      for sp in splits for d in defences for s in seeds
-      if (cells is None or (sp, d, s) in cells)
-      and cell_values(cell_dir(root, sp, d, s)) is not None)
   base = [rows[k][1] for k in rows]
+  window = window_note(root, splits, defences, seeds, cells)
   guess = ("" if not base else
            f"Mean-image guess (the attacker who learned nothing), over all cells: MSE "
            f"{np.mean([b['baseline_mse'][0] for b in base]):.4f}, PSNR "
@@ -142,7 +148,7 @@ def write_report(root: str, splits: Sequence[str], defences: Sequence[str],
            f"{np.mean([b['baseline_ssim'][0] for b in base]):.3f}.\n")
   md = ["# Privacy / accuracy trade-off", "", *header, "",
         f"Mean ± std (ddof=0) over seeds {', '.join(map(str, seeds))}; test accuracy is "
-        f"`final_accuracy` (mean of {window}); the attack's MSE, PSNR and SSIM "
+        f"`final_accuracy` ({window}); the attack's MSE, PSNR and SSIM "
         "are on the training images it reconstructs from their activations "
         "(`python -m gas_jax.attack`). Lower SSIM/PSNR and higher MSE: less leak.", "",
         results_table(rows, splits, defences, seeds), guess]

@@ -305,6 +305,11 @@ class SeedsGasRunner:
       return st.client.global_client, st.server.server
     return tree_map(lambda a: a[s], (self.state[0].global_client, self.servers.server))
 
+  def at_row_boundary(self, s: int) -> bool:
+    """Whether seed s ran no client step since its last global iteration ended (its models are
+    still those of its last row; `callbacks.Evaluate` evaluates them then)."""
+    return not self.client_hist[s]
+
   def device_state(self):
     """Every seed's device state (the multi-seed checkpoint's `state` item)."""
     return list(self.states) if not self.vmapped else dict(stacked=self.state,

@@ -40,6 +40,8 @@ def test_table_and_plot_from_the_cells(tmp_path):
   assert "| L1 | nopeek_g3 | 1/2 | 40.00 ± 0.00 | 0.0200 ± 0.0000 |" in md
   assert "| L2 | none | 0/2 | - | - | - | - |" in md           # no attack: not counted
   assert "header line" in md and "SSIM 0.120" in md
+  # the true window: these summaries (T=4, before final_accuracy_evals) averaged 4 evaluations
+  assert "`final_accuracy` (mean of the last 4 evaluations)" in md and "last 5" not in md
   img = matplotlib.image.imread(paths["plot"])
   assert img.shape[0] > 100 and img.shape[1] > 100
 

@@ -53,6 +53,14 @@ CASES = [
     ("eval_examples", -1, "must be an integer >= 0"),
     ("execution.precision", "fp16", "one of ['float32', 'tf32', 'bf16']"),
     ("eval_examples", True, "must be an integer >= 0"),
+    ("eval_every", 0, "must be an integer > 0"),
+    ("eval_every", -2, "must be an integer > 0"),
+    ("eval_every", True, "must be an integer > 0"),
+    ("report.targets", (0.5, 0.0), "must be distinct accuracies in (0, 1]"),
+    ("report.targets", (1.5,), "must be distinct accuracies in (0, 1]"),
+    ("report.targets", (0.6, 0.6), "must be distinct accuracies in (0, 1]"),
+    ("report.targets", (float("nan"),), "must be distinct accuracies in (0, 1]"),
+    ("report.targets", ("high",), "must be distinct accuracies in (0, 1]"),
 ]
 
 
@@ -118,3 +126,18 @@ def test_shipped_configs_are_valid():
     config_lib.validate(cifar10.get_config(arg))
   with pytest.raises(config_lib.ConfigError, match="config argument"):
     cifar10.get_config("bogus")
+
+
+def test_report_targets_on_the_command_line(tmp_path):
+  """--config.report.targets=A,B and a single target parse; a bad one is one error line."""
+  import subprocess, sys  # noqa: E401,PLC0415
+  from helpers.cli_runs import main_cmd, ROOT  # noqa: PLC0415
+  for value, ok in (("0.5,0.9", True), ("0.8", True), ("0.5,2", False)):
+    out = subprocess.run(main_cmd(str(tmp_path / "never"), [
+        "--config=configs/digits.py", f"--config.report.targets={value}",
+        "--config.checkpoint_every=0"]), cwd=ROOT, capture_output=True, text=True, timeout=300)
+    last = out.stderr.strip().splitlines()[-1]
+    assert out.returncode == 1 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    # checkpoint_every is checked after report.targets: valid targets reach that line
+    assert last.startswith("error: checkpoint_every=0 is invalid" if ok else
+                           "error: report.targets="), last

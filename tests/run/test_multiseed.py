@@ -112,3 +112,24 @@ def test_multiseed_run_resumes_exactly(tmp_path, separate, vmapped, cohort):
   rtol = 2e-5 if vmapped else 1e-5    # see test_seeds_equal_separate_runs
   for s in seeds:
     eq.assert_same_run(str(separate / f"seed{s}"), str(tmp_path / f"seed{s}"), rtol)
+
+
+def test_seeds_follow_the_evaluation_cadence(tmp_path):
+  """eval_every=2, T=3, seeds 0 and 1 in one program: each seed folder evaluates rows 2 and 3,
+  as the separate run does (seed 1 here), and the summaries average those two evaluations."""
+  def tiny(**kw):
+    c = _config(num_global_iters=3, eval_every=2, **kw)
+    c.clients.num, c.clients.participating, c.clients.local_iters = 5, 2, 2
+    c.execution.vmap_seeds = 0
+    return c
+  summary = train.train_and_evaluate(tiny(seeds=(0, 1)), str(tmp_path / "axis"))
+  train.train_and_evaluate(tiny(seed=1), str(tmp_path / "single"))
+  assert summary["eval_every"] == 2 and summary["final_accuracy_evals"] == 2
+  for s in (0, 1):
+    rows = eq.columns(str(tmp_path / "axis" / f"seed{s}"))
+    assert [r["global_iteration"] for r in rows if r["test_accuracy"] is not None] == [2, 3]
+    np.testing.assert_allclose(summary["final_accuracy"][s],
+                               np.mean([rows[1]["test_accuracy"], rows[2]["test_accuracy"]]))
+  axis, single = (eq.columns(str(tmp_path / d)) for d in ("axis/seed1", "single"))
+  assert [r["test_accuracy"] for r in axis] == [r["test_accuracy"] for r in single]
+  assert [r["simulated_time_s"] for r in axis] == [r["simulated_time_s"] for r in single]

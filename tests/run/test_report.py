@@ -1,5 +1,6 @@
 """gas_jax.report on fake workdirs: the Table 1 layout (mean ± std, bolding), the curves, and
 launch/compare.py skipping finished cells."""
+import json
 import os
 import subprocess
 import sys
@@ -30,6 +31,9 @@ def _results(root, methods, partitions, seeds):
         wd = report.cell_dir(root, p, m, s)
         if os.path.exists(os.path.join(wd, "summary.json")):
           out[p, m, s] = cell_results.read_run_result(wd)
+        elif os.path.exists(report.packed_path(wd)):
+          packed = cell_results.read_packed_file(report.packed_path(wd))
+          out[p, m, s] = packed["summary"], packed["metrics"]
   return out
 
 
@@ -128,3 +132,73 @@ def test_compare_never_reuses_a_cell_of_other_overrides(fake_root):
   # Nor counted: with no other cell, there is no table at all (an empty one is an error).
   assert "error: no cell of this grid finished with this config" in out.stderr
   assert not os.path.exists(os.path.join(fake_root, "results.md"))
+
+
+def _write_run(wd, accs, times, summary, packed=False):
+  """A finished run (or, `packed`, its packed file) with these per-row test accuracies (None:
+  not evaluated) and simulated times."""
+  rows = [dict(global_iteration=i, simulated_time_s=t, wall_time_s=0.1 * i, test_accuracy=a,
+               test_loss=None if a is None else 1.0 - a)
+          for i, (a, t) in enumerate(zip(accs, times), 1)]
+  summary = dict(dict(global_iterations=len(rows), simulated_time_s=times[-1], wall_time_s=1.0),
+                 **summary)
+  if packed:
+    os.makedirs(os.path.dirname(wd), exist_ok=True)
+    with open(report.packed_path(wd), "w") as f:
+      json.dump(dict(format=report.PACKED_FORMAT, config={}, summary=summary, metrics=rows), f)
+    return
+  os.makedirs(wd)
+  with open(os.path.join(wd, "metrics.jsonl"), "w") as f:
+    f.writelines(json.dumps(r) + "\n" for r in rows)
+  with open(os.path.join(wd, "summary.json"), "w") as f:
+    json.dump(summary, f)
+
+
+def test_time_to_accuracy_table_from_summaries_and_packed_rows(tmp_path):
+  root = str(tmp_path)
+  hit = lambda it, t: dict(global_iteration=it, simulated_time_s=t)   # noqa: E731
+  # gas: two run folders whose summaries hold the times (seed 1 never reaches 0.7).
+  _write_run(report.cell_dir(root, "shard2", "gas", 0), [0.4, 0.65, 0.8], [10.0, 20.0, 30.0],
+             dict(final_accuracy=0.8, final_accuracy_evals=3, eval_every=1,
+                  time_to_accuracy={"0.6": hit(2, 20.0), "0.7": hit(3, 30.0)}))
+  _write_run(report.cell_dir(root, "shard2", "gas", 1), [0.3, 0.61, 0.62], [12.0, 24.0, 36.0],
+             dict(final_accuracy=0.62, final_accuracy_evals=3, eval_every=1,
+                  time_to_accuracy={"0.6": hit(2, 24.0), "0.7": None}))
+  # fedavg: one packed cell with eval_every=2 and no stored times: read from its rows. Row 3 was
+  # the last of a shorter run (off the cadence): not counted, so 0.6 is reached at row 4.
+  _write_run(report.cell_dir(root, "shard2", "fedavg", 0), [None, 0.5, 0.66, 0.7, 0.75],
+             [5.0, 7.0, 9.0, 11.0, 13.0], dict(final_accuracy=0.65, final_accuracy_evals=3,
+                                                 eval_every=2), packed=True)
+  res = _results(root, ["gas", "fedavg", "ca2fl"], ["shard2"], [0, 1])
+  table = report.time_to_accuracy_table(res, ["gas", "fedavg", "ca2fl"], ["shard2"], [0, 1],
+                                        (0.6, 0.7))
+  assert table.splitlines() == [
+      "| method | shard2 60 % | shard2 70 % |",
+      "|---|---|---|",
+      "| gas | 22.0 ± 2.0 (2/2) | 30.0 ± 0.0 (1/2) |",
+      "| fedavg | 11.0 ± 0.0 (1/1) | 11.0 ± 0.0 (1/1) |",
+      "| ca2fl | - | - |"]
+  assert report.stored_targets(res) == [0.6, 0.7]
+  # The window says the true number of evaluations, per cell when they differ.
+  assert report.window_note(res, ["gas", "fedavg"], ["shard2"], [0, 1]) == (
+      "mean of the last 3 evaluations")
+  paths = report.write_report(root, ["gas", "fedavg"], ["shard2"], [0, 1], res)
+  with open(paths["table"]) as f:
+    text = f.read()
+  assert "`final_accuracy` (mean of the last 3 evaluations)" in text and "last 5" not in text
+  assert "| gas | 22.0 ± 2.0 (2/2) | 30.0 ± 0.0 (1/2) |" in text
+  x, y = report.accuracy_points(report.load_run(report.cell_dir(root, "shard2", "fedavg", 0))[1],
+                                "global_iteration")      # the null rows are not plotted
+  assert x.tolist() == [2, 3, 4, 5] and y.tolist() == pytest.approx([50, 66, 70, 75])
+
+
+def test_window_differs_between_cells(fake_root):
+  """fake_root's summaries predate final_accuracy_evals (T=3: every iteration, 3 evaluations);
+  a T=1 cell beside them averaged one."""
+  _write_run(report.cell_dir(fake_root, "iid", "gas", 0), [0.5], [1.0],
+             dict(final_accuracy=0.5, final_accuracy_evals=1))
+  both = _results(fake_root, ["gas", "fedavg"], ["shard2", "dir0.1", "iid"], [0, 1])
+  assert report.window_note(both, ["gas"], ["shard2", "dir0.1"], [0, 1]) == (
+      "mean of the last 3 evaluations")
+  assert report.window_note(both, ["gas", "fedavg"], ["shard2", "iid"], [0, 1]) == (
+      "mean of the last 1-3 evaluations; per cell: shard2/gas 3, shard2/fedavg 3, iid/gas 1")

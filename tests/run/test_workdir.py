@@ -62,6 +62,18 @@ def test_fields_that_change_the_past_are_named():
       "extra: (not in the stored config) -> 1", "optimizer.momentum: 0.9 -> (not in this config)"]
 
 
+def test_eval_every_is_fixed_for_a_run_and_report_targets_are_not():
+  """eval_every decides which rows hold a test accuracy (so final_accuracy and
+  time_to_accuracy): a change is refused. A config.json from before it resumes with its default
+  (1). report.targets only say how the summary reads the rows: free to change."""
+  stored = _with(eval_every=2, report=dict(targets=[0.5, 0.6]))
+  assert workdir_lib.differences(stored, _with(eval_every=4, report=dict(targets=[0.5]))) == [
+      "eval_every: 2 -> 4"]
+  assert workdir_lib.differences(STORED, _with(eval_every=1, report=dict(targets=[0.7]))) == []
+  assert workdir_lib.differences(STORED, _with(eval_every=3)) == [
+      "eval_every: (not in the stored config) -> 3"]
+
+
 def test_fewer_iterations_only_down_to_those_done():
   assert workdir_lib.differences(STORED, _with(num_global_iters=4), done_iters=3) == []
   assert workdir_lib.differences(STORED, _with(num_global_iters=4), done_iters=5) == [
