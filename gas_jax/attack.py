@@ -5,7 +5,9 @@ r"""Command line of the model-inversion attack on a trained split run (`gas_jax.
 
 Writes RUN/attack.json (MSE, PSNR, SSIM of the reconstructed training images, with the
 mean-image baseline and the settings) and RUN/reconstructions.png. A run it cannot attack (an FL
-baseline, no checkpoint, a multi-seed workdir) ends the program with one line, `error: ...`.
+baseline, no checkpoint, a multi-seed workdir, a run still training: the attack takes RUN's
+workdir lock), a flag that does not parse or is out of range end the program with one line,
+`error: ...`, naming the flag.
 """
 import sys
 
@@ -21,6 +23,14 @@ _BLOCKS = flags.DEFINE_integer("blocks", 4, "Residual blocks N of the decoder re
 _CHANNELS = flags.DEFINE_integer("channels", 64, "Channels C of the decoder res_normN{N}C{C}.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the auxiliary/target draws and the decoder.")
 flags.mark_flags_as_required(["workdir"])
+
+
+def parse_flags(argv):
+  """absl's flag parsing, with one line instead of usage text for a bad or missing flag."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.Error as e:
+    sys.exit("error: " + " ".join(str(e).split()))
 
 
 class _QuietLibraries:
@@ -42,6 +52,8 @@ def main(argv):
                                    batch_size=_BATCH.value, blocks=_BLOCKS.value,
                                    channels=_CHANNELS.value, seed=_SEED.value)
   try:
+    if not _WORKDIR.value.strip():
+      raise errors.ConfigError("--workdir='': give the folder of the run to attack")
     result = attack.run_attack(_WORKDIR.value, settings)
   except (errors.ConfigError, errors.RunError, errors.DataError, FileNotFoundError) as e:
     sys.exit("error: " + " ".join(str(e).split()))
@@ -51,4 +63,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=parse_flags)

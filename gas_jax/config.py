@@ -9,6 +9,7 @@ import os
 import ml_collections
 import numpy as np
 
+from gas_jax import placement
 from gas_jax.errors import ConfigError, RunError  # noqa: F401  (config_lib.RunError)
 from gas_jax.registry import ALGORITHMS, DATASETS, MODELS
 from gas_jax.system.timing import PLACEMENTS
@@ -291,6 +292,7 @@ def _validate_system(config) -> None:
 def _check_workdir(workdir: str) -> None:
   if not isinstance(workdir, str) or not workdir.strip():
     raise ConfigError(f"workdir={workdir!r} is invalid: give a directory, e.g. --workdir=runs/x")
+  placement.check_system(workdir)   # `/`, /usr, ...: refused before probing that it is writable
   path = os.path.abspath(workdir)
   probe = path
   while not os.path.exists(probe):

@@ -31,11 +31,18 @@ than a loop of single ones, XLA's native convolution reaches under half the matm
 small images, and smaller server chunks stay in cache; on accelerators the opposite holds.
 CPU threads: XLA's CPU runtime slows down far more than the share of cores when processes
 share a machine, so `launch/compare.py --jobs=N` gives each job its own cores.
+
+The plan also records `cpu_amx_bf16`: whether the host CPU has AMX-BF16 (`amx_bf16` among
+/proc/cpuinfo's flags; None where that cannot be read: off Linux, or a CPU without x86 flags).
+Without it XLA emulates bfloat16 matmuls, so `precision=bf16` on the CPU backend makes the run
+slower, not faster: `log()` then warns once (measured on a 2-core AMD EPYC without AMX,
+docs/benchmarks.md: 1024^3 matmul 83.5 GFLOP/s in bf16 vs 158.7 in float32, digits GAS 2.36 vs
+1.21 s per global iteration).
 """
 import contextlib
 import dataclasses
 import os
-from typing import Dict, Optional
+from typing import Dict, Optional, Tuple
 
 import jax
 from absl import logging
@@ -45,6 +52,36 @@ from gas_jax.models import layers
 CONV_IMPLS = ("im2col", "xla")
 PRECISIONS = ("float32", "tf32", "bf16")
 SAMPLERS = ("loop", "batched")
+
+
+CPUINFO = "/proc/cpuinfo"
+AMX_BF16 = "amx_bf16"
+# Measured without AMX (docs/benchmarks.md, "Mixed precision on a CPU without AMX").
+BF16_WITHOUT_AMX = ("on a 2-core AMD EPYC without AMX (docs/benchmarks.md) a 1024^3 matmul ran at "
+                    "83.5 GFLOP/s in bf16 vs 158.7 in float32, and digits GAS took 2.36 vs 1.21 s "
+                    "per global iteration")
+
+
+def read_cpuinfo() -> Optional[str]:
+  """/proc/cpuinfo's text, or None where there is none (off Linux)."""
+  try:
+    with open(CPUINFO) as f:
+      return f.read()
+  except OSError:
+    return None
+
+
+def cpu_has_amx_bf16() -> Optional[bool]:
+  """Whether the CPU lists `amx_bf16` in its /proc/cpuinfo flags; None if unknown (no
+  /proc/cpuinfo, or no x86 `flags` line in it)."""
+  text = read_cpuinfo()
+  if text is None:
+    return None
+  for line in text.splitlines():
+    key, _, value = line.partition(":")
+    if key.strip() == "flags":
+      return AMX_BF16 in value.split()
+  return None
 
 
 def available_cores() -> int:
@@ -96,6 +133,7 @@ class ExecutionPlan:
   cpu_threads: int = 0
   precision: str = "float32"
   device: str = ""      # the first device's kind, e.g. "NVIDIA H200" ("" when not resolved here)
+  cpu_amx_bf16: Optional[bool] = None   # the host CPU has AMX-BF16 (None: unknown)
 
   @classmethod
   def resolve(cls, config, backend: Optional[str] = None, device_count: Optional[int] = None,
@@ -126,7 +164,8 @@ class ExecutionPlan:
     return cls(backend=backend, cohort_size=int(cohort), server_chunk=int(chunk),
                vmap_seeds=vmap, conv_impl=conv, cohort_conv_impl=cohort_conv, sampler=sampler,
                devices=int(n_dev), cpu_threads=int(threads),
-               precision=ex.get("precision", "float32"), device=device)
+               precision=ex.get("precision", "float32"), device=device,
+               cpu_amx_bf16=cpu_has_amx_bf16())
 
   def to_dict(self) -> Dict:
     return dataclasses.asdict(self)
@@ -135,7 +174,9 @@ class ExecutionPlan:
     cohorts = {0: "unbounded cohorts", 1: "event by event"}.get(
         self.cohort_size, f"cohorts of <= {self.cohort_size}")
     chunk = "one pass" if self.server_chunk == 0 else f"{self.server_chunk}-row chunks"
-    threads = f", {self.cpu_threads} CPU cores"
+    amx = {True: "with AMX-BF16", False: "no AMX-BF16", None: "AMX-BF16 unknown"}[
+        self.cpu_amx_bf16]
+    threads = f", {self.cpu_threads} CPU cores ({amx})"
     where = f"{self.backend} ({self.device})" if self.device else self.backend
     return (f"execution plan on {where}: client steps {cohorts} on {self.devices} "
             f"device(s), server update in {chunk}, seeds "
@@ -143,8 +184,21 @@ class ExecutionPlan:
             f"{self.conv_impl} (cohorts {self.cohort_conv_impl}), sampler {self.sampler}"
             f"{threads}, precision {self.precision}")
 
+  def warnings(self) -> Tuple[str, ...]:
+    """What the plan warns about: bf16 on a CPU without AMX-BF16 (slower than float32)."""
+    if self.precision != "bf16" or self.backend != "cpu" or self.cpu_amx_bf16:
+      return ()
+    has = ("has no AMX-BF16 (no amx_bf16 among /proc/cpuinfo's flags)"
+           if self.cpu_amx_bf16 is False else
+           "may lack AMX-BF16 (/proc/cpuinfo lists no x86 flags here)")
+    return (f"execution.precision=bf16 on the CPU: this CPU {has}, so XLA emulates bfloat16 "
+            f"matmuls and bf16 will be slower than float32: {BF16_WITHOUT_AMX}; "
+            "execution.precision=float32 is faster here",)
+
   def log(self) -> None:
     logging.info("%s", self.describe())
+    for w in self.warnings():
+      logging.warning("%s", w)
 
   @contextlib.contextmanager
   def active(self):

@@ -204,9 +204,11 @@ def read_rows(workdir: str) -> List[Dict]:
 
 
 class Progress:
-  """Logs 'iteration x/T, accuracy, simulated time, ETA' at least every `every_s` seconds:
-  after a global iteration, and from `heartbeat()` while one is still running (compilation,
-  long iterations)."""
+  """Logs 'iteration x/T, accuracy, simulated time, ETA' at least every `every_s` seconds
+  after a global iteration, and from `heartbeat()` 'iteration x/T still running' while one runs
+  long (compilation, long iterations): only when neither a line of either kind nor a finished
+  iteration (a row, or `done` going up: the slowest lane of the runs axis) came within
+  `every_s`, so iterations shorter than `every_s` never get one."""
 
   def __init__(self, total: int, every_s: float = 10.0, start_iter: int = 0):
     self.total, self.every_s = total, every_s
@@ -214,7 +216,9 @@ class Progress:
     self.start_iter = start_iter
     self.done = start_iter
     self.last = -float("inf")      # the last iteration line
-    self.last_any = time.time()    # the last line of either kind
+    self.last_any = self.start     # the last line of either kind
+    self.last_step = self.start    # the last finished iteration seen
+    self._seen_done = start_iter
     self.last_logged = None
     self.last_eval = None          # (global iteration, test accuracy, test loss) of the latest
     self._lock = threading.Lock()
@@ -225,7 +229,8 @@ class Progress:
     if row.get("test_accuracy") is not None:
       self.last_eval = (done, row["test_accuracy"], row["test_loss"])
     with self._lock:
-      self.done = max(self.done, done)
+      self.last_step = now
+      self.done = self._seen_done = max(self.done, done)
       if done == self.last_logged or (
           not force and now - self.last < self.every_s and done < self.total):
         return
@@ -245,10 +250,14 @@ class Progress:
             ("" if it == done else f" (evaluated at iteration {it})"))
 
   def beat(self) -> bool:
-    """Logs a 'still running' line if nothing was logged for `every_s`; True if it did."""
+    """Logs a 'still running' line if no line was logged and no iteration finished for
+    `every_s`; True if it did."""
     now = time.time()
     with self._lock:
-      if now - self.last_any < self.every_s or self.done >= self.total:
+      if self.done != self._seen_done:     # the slowest lane moved on (`ShowProgress`)
+        self._seen_done, self.last_step = self.done, now
+      quiet = min(now - self.last_any, now - self.last_step)
+      if quiet < self.every_s or self.done >= self.total:
         return False
       self.last_any = now
       it = self.done + 1

@@ -8,6 +8,8 @@
   deletes it.
 - **Lock.** `WorkdirLock` holds an advisory `fcntl` lock on WORKDIR/.lock for the whole run, so
   a second process on the same workdir stops at once with one line naming the holder's PID.
+- **Placement.** `placement.check` refuses a workdir inside another run, around one, or a
+  system folder, before the lock or anything else is written (`finished_or_check`, `claim`).
 - **Finished runs.** `finished_summary` tells a finished run (summary.json at the config's T)
   apart, so a rerun is a no-op that says so.
 """
@@ -25,6 +27,7 @@ from absl import logging
 
 from gas_jax import metrics as metrics_lib
 from gas_jax import variants
+from gas_jax import placement
 from gas_jax.errors import RunError
 
 # Fields that may differ between the stored config and a resuming one: they change how the run
@@ -220,10 +223,12 @@ def move_aside(workdir: str) -> Optional[str]:
 class WorkdirLock:
   """An advisory lock on WORKDIR/.lock held while the run lives (released by the OS if the
   process dies, also on SIGKILL). `enabled=False` (processes other than 0 of a multi-process
-  run, which write nothing) makes it a no-op."""
+  run, which write nothing) makes it a no-op. `role` names the holder's program in the lock
+  file (e.g. "gas_jax.attack"); `hint` ends the refusal's line."""
 
-  def __init__(self, workdir: str, enabled: bool = True):
-    self.workdir, self.enabled = workdir, enabled
+  def __init__(self, workdir: str, enabled: bool = True, role: str = "",
+               hint: str = "wait for it to finish, or use another --workdir"):
+    self.workdir, self.enabled, self.role, self.hint = workdir, enabled, role, hint
     self.path = os.path.join(workdir, LOCK_FILE)
     self._f = None
 
@@ -245,9 +250,9 @@ class WorkdirLock:
       f.seek(0)
       holder = f.read().strip() or "another process"
       f.close()
-      raise RunError(f"{self.workdir} is in use by {holder}: wait for it to finish, or use "
-                     "another --workdir") from None
-    holder = (f"process {os.getpid()} on {socket.gethostname()} since "
+      raise RunError(f"{self.workdir} is in use by {holder}: {self.hint}") from None
+    role = f" ({self.role})" if self.role else ""
+    holder = (f"process {os.getpid()} on {socket.gethostname()}{role} since "
               f"{time.strftime('%Y-%m-%d %H:%M:%S', time.localtime())}\n").encode()
     os.pwrite(f.fileno(), holder, 0)      # written before truncating: never seen empty
     os.ftruncate(f.fileno(), len(holder))
@@ -272,6 +277,7 @@ def seed_config(config, seed: int):
 def finished_or_check(config, workdir: str) -> Optional[Dict]:
   """Checks that WORKDIR holds no other run (RunError if it does) and returns the stored
   summary if this run is already finished there."""
+  placement.check(workdir, config.seeds or ())
   seed_dirs = [(os.path.join(workdir, f"seed{s}"), seed_config(config, s))
                for s in (config.seeds or ())]
   done = max([done_iterations(workdir)] + [done_iterations(d) for d, _ in seed_dirs])
@@ -301,6 +307,7 @@ def claim(config, workdir: str, overwrite: bool, lock: WorkdirLock) -> Optional[
   summary, error = None, None
   if primary:
     try:
+      placement.check(workdir, config.seeds or ())
       lock.acquire()
       if overwrite:
         aside = move_aside(workdir)

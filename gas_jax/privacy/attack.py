@@ -19,7 +19,12 @@ image. Less leakage: lower SSIM and PSNR, higher MSE (towards the baseline).
 
 Writes RUN/attack.json (atomically) and RUN/reconstructions.png (8 targets over their
 reconstructions). Refused with one line: FL baselines (fedavg, fedbuff, ca2fl send whole models,
-no activations), a run without checkpoint, a multi-seed workdir (attack RUN/seed<s>).
+no activations), a run without checkpoint, a multi-seed workdir (attack RUN/seed<s>), a setting
+out of range (`check_settings`, naming its flag), and a run in use: the attack holds RUN's
+workdir lock (`gas_jax.workdir.WorkdirLock`, exclusive) from reading the checkpoint to writing
+its files, so it never attacks a checkpoint of a run still training (whose rotation could also
+delete it mid-read) nor writes into a live run, two attacks never mix their attack.json and
+PNG, and a training started during the attack stops with one line naming it.
 Epochs run as one jitted `lax.scan` each; each epoch draws a permutation of the auxiliary set
 (numpy, from --seed) and takes floor(aux / batch) full batches (the remainder waits for a later
 permutation). The decoder's initialisation comes from PRNGKey(--seed).
@@ -41,7 +46,8 @@ from gas_jax import checkpoint
 from gas_jax import context as context_lib
 from gas_jax import metrics as metrics_lib
 from gas_jax import runners
-from gas_jax.errors import RunError
+from gas_jax import workdir as workdir_lib
+from gas_jax.errors import ConfigError, RunError
 from gas_jax.privacy import decoder as decoder_lib
 from gas_jax.privacy import images, similarity
 
@@ -61,6 +67,30 @@ class AttackSettings:
   channels: int = 64
   lr: float = 1e-3
   seed: int = 0
+
+
+# The attack's settings: (lowest value, what it is). --aux and --targets are also checked
+# against the dataset's sizes (`_pick`).
+LIMITS = dict(aux=(0, "auxiliary pairs from the test split; 0 = all of them"),
+              targets=(1, "training images reconstructed"),
+              epochs=(1, "decoder training epochs"),
+              batch_size=(1, "decoder training batch size"),
+              blocks=(0, "residual blocks N of the decoder res_normN{N}C{C}"),
+              channels=(1, "channels C of the decoder res_normN{N}C{C}"),
+              seed=(0, "seed of the draws and the decoder"))
+MAX_SEED = 2**31 - 1
+
+
+def check_settings(settings: AttackSettings) -> None:
+  """Raises ConfigError, one line naming the flag, for a setting out of range."""
+  for name, (low, what) in LIMITS.items():
+    v = getattr(settings, name)
+    high = MAX_SEED if name == "seed" else None
+    if isinstance(v, bool) or not isinstance(v, int) or v < low or (high and v > high):
+      allowed = f"{low} <= n <= {high}" if high else f"n >= {low}"
+      raise ConfigError(f"--{name}={v!r}: must be an integer {allowed} ({what})")
+  if not (isinstance(settings.lr, float) and np.isfinite(settings.lr) and settings.lr > 0):
+    raise ConfigError(f"lr={settings.lr!r}: must be a finite float > 0 (Adam's learning rate)")
 
 
 @dataclasses.dataclass
@@ -220,12 +250,19 @@ def _pick(n_available: int, n: int, what: str, flag: str, rng) -> np.ndarray:
 
 def run_attack(workdir: str, settings: AttackSettings = AttackSettings(),
                victim: Optional[Victim] = None) -> Dict[str, Any]:
-  """The whole attack on RUN: returns attack.json's content and writes it with the PNG."""
+  """The whole attack on RUN: returns attack.json's content and writes it with the PNG,
+  holding RUN's workdir lock throughout (one line if a training or another attack holds it)."""
   t0 = time.time()
-  if settings.targets <= 0 or settings.epochs <= 0 or settings.batch_size <= 0:
-    raise RunError(f"--targets, --epochs and --batch_size must be > 0, got {settings.targets}, "
-                   f"{settings.epochs}, {settings.batch_size}")
-  victim = victim or load_victim(workdir)
+  check_settings(settings)
+  if victim is None:
+    read_config(workdir)    # the refusals that need no data, before the lock is touched
+  lock = workdir_lib.WorkdirLock(workdir, role="gas_jax.attack", hint=(
+      "it is still training or being attacked; attack it once that process has finished"))
+  with lock:
+    return _attack(workdir, settings, victim or load_victim(workdir), t0)
+
+
+def _attack(workdir: str, settings: AttackSettings, victim: Victim, t0: float) -> Dict[str, Any]:
   ds = victim.ctx.dataset
   lo, hi = images.image_range(ds)
   rng = np.random.default_rng(settings.seed)

@@ -3,8 +3,11 @@
 Default suite: the whole attack on a stand-in victim whose "client model" is an invertible map
 of the digits (8x8x1 -> 4x4x4, space to depth), so the decoder must beat the mean-image guess,
 and the refusals. Slow: a real GAS digits run, trained and then attacked from the command line."""
+import dataclasses
 import json
 import os
+import re
+import socket
 import subprocess
 import sys
 import types
@@ -15,7 +18,8 @@ import pytest
 from configs import digits
 from helpers.cli_runs import ROOT, run_main
 from gas_jax.data import sources
-from gas_jax.errors import RunError
+from gas_jax import workdir as workdir_lib
+from gas_jax.errors import ConfigError, RunError
 from gas_jax.privacy import attack
 
 SMALL = attack.AttackSettings(aux=0, targets=100, epochs=8, batch_size=32, blocks=0,
@@ -132,3 +136,67 @@ def test_attack_on_a_trained_gas_run_from_the_command_line(tmp_path):
   s = stored["settings"]
   assert (s["aux"], s["targets"], s["epochs"], s["seed"], s["decoder"]) == (
       64, 12, 2, 3, "res_normN1C8")
+
+
+@pytest.mark.parametrize("flag, value, allowed", [
+    ("aux", -1, "n >= 0"), ("targets", 0, "n >= 1"), ("epochs", 0, "n >= 1"),
+    ("batch_size", -3, "n >= 1"), ("blocks", -1, "n >= 0"), ("channels", 0, "n >= 1"),
+    ("seed", -1, "0 <= n <= 2147483647"), ("seed", 2**31, "0 <= n <= 2147483647")])
+def test_every_setting_out_of_range_is_one_line_naming_its_flag(tmp_path, victim, flag, value,
+                                                                allowed):
+  settings = dataclasses.replace(SMALL, **{flag: value})
+  with pytest.raises(ConfigError) as e:
+    attack.run_attack(str(tmp_path), settings, victim=victim)
+  assert str(e.value).startswith(f"--{flag}={value}: must be an integer {allowed} (")
+  assert "\n" not in str(e.value)
+  assert not os.listdir(tmp_path)      # refused before anything, the lock included
+
+
+def test_command_line_flags_out_of_range_or_unparsable_are_one_line(tmp_path):
+  workdir = _workdir_with(tmp_path, "gas")
+  for flag, start in (("--channels=0", "error: --channels=0: must be an integer n >= 1"),
+                      ("--epochs=two", "error: flag --epochs=two: invalid literal for int()")):
+    p = subprocess.run([sys.executable, "-m", "gas_jax.attack", f"--workdir={workdir}", flag],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1, p.stderr[-2000:]
+    assert p.stderr.strip().splitlines() == [p.stderr.strip()], p.stderr[-2000:]
+    assert p.stderr.startswith(start), p.stderr
+  assert sorted(os.listdir(workdir)) == ["config.json"]
+
+
+def test_a_run_still_training_is_not_attacked(tmp_path, victim):
+  """Training holds the workdir lock: the attack refuses in one line and writes nothing."""
+  workdir = _workdir_with(tmp_path, "live")
+  with workdir_lib.WorkdirLock(workdir):     # what gas_jax.main holds while it trains
+    with pytest.raises(RunError) as e:
+      attack.run_attack(workdir, SMALL, victim=victim)
+    assert re.fullmatch(
+        rf"{re.escape(workdir)} is in use by process {os.getpid()} on "
+        rf"{re.escape(socket.gethostname())} since \d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d: it is "
+        r"still training or being attacked; attack it once that process has finished",
+        str(e.value)), str(e.value)
+    p = subprocess.run([sys.executable, "-m", "gas_jax.attack", f"--workdir={workdir}"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 1 and "Traceback" not in p.stderr, p.stderr[-2000:]
+    line = p.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {workdir} is in use by process {os.getpid()} on"), line
+  assert sorted(os.listdir(workdir)) == [".lock", "config.json"]
+
+
+def test_the_attack_holds_the_lock_while_it_runs(tmp_path, victim, monkeypatch):
+  """A training started during the attack stops with one line naming the attack."""
+  workdir = str(tmp_path / "run")
+  seen = []
+  real = attack._attack
+
+  def during(*args):
+    with pytest.raises(RunError, match=r"in use by process \d+ on .* \(gas_jax\.attack\) since"):
+      workdir_lib.WorkdirLock(workdir).acquire()
+    seen.append(True)
+    return real(*args)
+
+  monkeypatch.setattr(attack, "_attack", during)
+  attack.run_attack(workdir, SMALL, victim=victim)
+  assert seen == [True]
+  check_outputs(workdir)
+  workdir_lib.WorkdirLock(workdir).acquire().release()   # released at the end

@@ -99,3 +99,55 @@ def test_bad_execution_values_are_refused():
     c.execution[field] = value
     with pytest.raises(config_lib.ConfigError, match=f"execution.{field}"):
       config_lib.validate(c)
+
+
+X86 = "processor\t: 0\nvendor_id\t: {v}\nflags\t\t: fpu sse2 avx2 {amx}avx512f\n\n"
+
+
+@pytest.mark.parametrize("cpuinfo, expected", [
+    (X86.format(v="GenuineIntel", amx="amx_bf16 amx_tile amx_int8 "), True),
+    (X86.format(v="AuthenticAMD", amx=""), False),
+    (X86.format(v="GenuineIntel", amx="amx_tile "), False),      # AMX without its bf16 part
+    ("processor\t: 0\nFeatures\t: fp asimd bf16\n", None),       # no x86 flags line (arm64)
+    (None, None)])                                                # no /proc/cpuinfo (macOS)
+def test_the_plan_records_whether_the_cpu_has_amx_bf16(monkeypatch, cpuinfo, expected):
+  monkeypatch.setattr(execution, "read_cpuinfo", lambda: cpuinfo)
+  plan = ExecutionPlan.resolve(digits.get_config(), backend="cpu", device_count=1)
+  assert plan.cpu_amx_bf16 is expected
+  assert plan.to_dict()["cpu_amx_bf16"] is expected      # config.json's execution_plan
+
+
+def _logged(plan, monkeypatch):
+  out = dict(info=[], warning=[])
+  for level in out:
+    monkeypatch.setattr(execution.logging, level,
+                        lambda fmt, *a, _l=level: out[_l].append(fmt % a))
+  plan.log()
+  return out
+
+
+@pytest.mark.parametrize("precision, backend, amx, warns", [
+    ("bf16", "cpu", False, True), ("bf16", "cpu", None, True), ("bf16", "cpu", True, False),
+    ("float32", "cpu", False, False), ("tf32", "cpu", False, False),
+    ("bf16", "gpu", False, False)])
+def test_bf16_on_a_cpu_without_amx_logs_one_warning(monkeypatch, precision, backend, amx, warns):
+  logged = _logged(ExecutionPlan(backend=backend, precision=precision, cpu_amx_bf16=amx),
+                   monkeypatch)
+  assert len(logged["info"]) == 1 and logged["info"][0].startswith("execution plan on")
+  assert len(logged["warning"]) == int(warns)
+  if warns:
+    (w,) = logged["warning"]
+    assert w.startswith("execution.precision=bf16 on the CPU: this CPU ")
+    assert "bf16 will be slower than float32" in w and "\n" not in w
+    for figure in ("83.5", "158.7", "2.36", "1.21", "docs/benchmarks.md"):
+      assert figure in w, figure
+
+
+def test_a_plan_recorded_before_the_amx_field_still_resumes():
+  """config.json of an older run has no execution_plan.cpu_amx_bf16: the resume goes on."""
+  from gas_jax import workdir as workdir_lib   # noqa: PLC0415
+  c = digits.get_config().to_dict()
+  new = dict(c, execution_plan=ExecutionPlan(cpu_amx_bf16=False).to_dict())
+  old_plan = ExecutionPlan().to_dict()
+  old_plan.pop("cpu_amx_bf16")
+  assert workdir_lib.differences(dict(c, execution_plan=old_plan), new, done_iters=2) == []

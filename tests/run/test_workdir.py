@@ -1,9 +1,11 @@
 """gas_jax.workdir (run identity, lock, move aside), checkpoint mismatch vs corruption, output file
-permissions and the progress heartbeat."""
+permissions and the progress heartbeat (on a fake clock: a heartbeat only when no line and no
+finished iteration came within log_every_s)."""
 import json
 import os
 import stat
 import time
+import types
 
 import jax.numpy as jnp
 import numpy as np
@@ -191,3 +193,62 @@ def test_old_config_without_system_section_resumes_only_at_the_defaults():
     changed.system[field] = value
     diff = workdir_lib.differences(old, changed.to_dict())
     assert any(d.startswith(f"system.{field}:") for d in diff), (field, diff)
+
+
+def _timeline(monkeypatch, total, every_s, iteration_s, beat_every=1.0):
+  """Progress on a fake clock: iteration i (1-based) ends at sum(iteration_s[:i]); the heartbeat
+  thread's `beat()` runs every `beat_every` s (as `heartbeat()` does). Returns (time, line)."""
+  now = [0.0]
+  lines = []
+  monkeypatch.setattr(metrics_lib, "time", types.SimpleNamespace(time=lambda: now[0]))
+  monkeypatch.setattr(metrics_lib.logging, "info",
+                      lambda fmt, *a: lines.append((round(now[0], 2), fmt % a)))
+  progress = metrics_lib.Progress(total=total, every_s=every_s)
+  ends = np.cumsum(iteration_s)
+  beats = np.arange(beat_every, ends[-1] + beat_every, beat_every)
+  events = sorted([(t, 1, i + 1) for i, t in enumerate(ends)] + [(t, 0, 0) for t in beats])
+  for t, kind, i in events:
+    now[0] = float(t)
+    if kind:
+      progress.update(dict(global_iteration=i, test_accuracy=0.5, test_loss=1.0,
+                           simulated_time_s=float(i), wall_time_s=float(t)))
+    else:
+      progress.beat()
+  return lines
+
+
+def test_no_heartbeat_while_iterations_finish_within_log_every_s(monkeypatch):
+  """The default digits job: a 12 s first iteration (compilation), then ~1 s each. Its one
+  heartbeat is in the first iteration; the others are progress lines at least 10 s apart."""
+  lines = _timeline(monkeypatch, 60, 10.0, [12.0] + [1.04] * 59)
+  beats = [(t, ln) for t, ln in lines if "still running" in ln]
+  assert beats == [(10.0, "iteration 1/60 still running (compiling and running): 10 s since "
+                          "this process started")], lines
+  progress = [(t, ln) for t, ln in lines if "still running" not in ln]
+  assert [ln.split()[1] for _, ln in progress] == [
+      "1/60", "11/60", "21/60", "31/60", "41/60", "51/60", "60/60"]   # every 10 / 1.04 s
+  assert all(b - a >= 10.0 for (a, _), (b, _) in zip(progress[:-2], progress[1:-1]))
+
+
+def test_heartbeat_only_after_log_every_s_without_a_finished_iteration(monkeypatch):
+  """Fast iterations, then one of 35 s: its heartbeats come 10 s after the last line or the
+  last finished iteration (whichever is later), then every 10 s."""
+  lines = _timeline(monkeypatch, 5, 10.0, [1.0, 1.0, 1.0, 35.0, 1.0])
+  beats = [(t, ln.split(":")[0]) for t, ln in lines if "still running" in ln]
+  assert beats == [(13.0, "iteration 4/5 still running"), (23.0, "iteration 4/5 still running"),
+                   (33.0, "iteration 4/5 still running")], lines
+
+
+def test_heartbeat_follows_the_slowest_lane(monkeypatch):
+  """The runs axis: `done` (the slowest lane) moving on counts as a finished iteration."""
+  now = [0.0]
+  monkeypatch.setattr(metrics_lib, "time", types.SimpleNamespace(time=lambda: now[0]))
+  monkeypatch.setattr(metrics_lib.logging, "info", lambda fmt, *a: None)
+  progress = metrics_lib.Progress(total=20, every_s=10.0)
+  for t in range(1, 40):       # the slowest lane finishes an iteration every 4 s
+    now[0] = float(t)
+    if t % 4 == 0:
+      progress.done += 1       # what ShowProgress.on_advance does
+    assert not progress.beat(), t
+  now[0] = 53.0                # then 14 s without one
+  assert progress.beat()
