@@ -187,7 +187,7 @@ def test_time_to_accuracy_table_from_summaries_and_packed_rows(tmp_path):
     text = f.read()
   assert "`final_accuracy` (mean of the last 3 evaluations)" in text and "last 5" not in text
   assert "| gas | 22.0 ± 2.0 (2/2) | 30.0 ± 0.0 (1/2) |" in text
-  x, y = report.accuracy_points(report.load_run(report.cell_dir(root, "shard2", "fedavg", 0))[1],
+  x, y = report.accuracy_points(res["shard2", "fedavg", 0][1],
                                 "global_iteration")      # the null rows are not plotted
   assert x.tolist() == [2, 3, 4, 5] and y.tolist() == pytest.approx([50, 66, 70, 75])
 
