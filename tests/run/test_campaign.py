@@ -100,7 +100,7 @@ def test_budget_starts_no_cell_it_cannot_finish(tmp_path):
     ("configs/digits.py gas shard2 0 --config.seed=3", "--config.seed=3 is set by the line's"),
     ("configs/digits.py gas shard2 0 lr=3", "is not 'CONFIG METHOD PARTITION SEED"),
     ("configs/digits.py nope shard2 0", "plan.txt:4: algorithm='nope'"),
-    ("configs/digits.py gas shard0 0", "plan.txt:4: data.shards=0"),
+    ("configs/digits.py gas shard0 0", "plan.txt:4: partition 'shard0' is invalid"),
 ])
 def test_a_bad_plan_line_is_refused_before_anything_runs(tmp_path, line, message):
   plan, out = _plan(tmp_path, [CELLS[0], line]), tmp_path / "out"

@@ -94,7 +94,11 @@ def test_a_packed_result_of_this_T_beats_a_shorter_run_folder(tmp_path):
   after = digest(root)
   assert {k: after[k] for k in before} == before      # the cell's files untouched
   assert set(after) - set(before) == {"results.md", "accuracy_vs_time.png",
-                                      "accuracy_vs_iteration.png"}
+                                      "accuracy_vs_iteration.png", "staleness.png",
+                                      "cells.json"}
+  with open(os.path.join(root, "cells.json")) as f:     # the one source it counted
+    assert json.load(f)["cells"] == [dict(partition="shard2", method="gas", seed=3,
+                                          source="shard2/gas/seed3.json")]
 
 
 def test_a_run_folder_and_a_packed_file_that_disagree_stop_the_report(good):
