@@ -9,7 +9,7 @@ Expected (measured 2026-11-25, seed 0): summary.json final_accuracy 0.9706 (mean
 of the last 5 evaluations, one per global iteration with eval_every=1), about 77 s for the run on a 2-core CPU: mean_iter_wall_s 1.01
 (evaluation and the first compilations included; 0.91 with
 `GasRunner.precompile_server()` first; `python -m benchmarks.run iteration
---config=configs/digits.py --iters=20`: 0.87 s steady state). All methods on digits, 3 seeds: README "Results on digits". Argument: a partition, `:shard2`
+--config=configs/digits.py --iters=20`: 0.87 s steady state). All methods on digits, 3 seeds: docs/results.md. Argument: a partition, `:shard2`
 (default), `:dir0.1`, any `shardN`, `dirALPHA` or `iid`, e.g. `--config=configs/digits.py:dir0.1`.
 """
 import ml_collections
@@ -144,8 +144,8 @@ def get_config(arg: str = "") -> ml_collections.ConfigDict:
   c.grad_dissimilarity.enabled = False
   c.grad_dissimilarity.batches = 10       # test minibatches averaged into the "true" gradient
   c.grad_dissimilarity.batch_size = 128
-  # Training against the split-learning leak (paper Appendix I, eq. 44; README "Privacy:
-  # training against the leak"): a regulariser in the client loss of the split methods (gas,
+  # Training against the split-learning leak (paper Appendix I, eq. 44; docs/privacy.md,
+  # "Training against the leak"): a regulariser in the client loss of the split methods (gas,
   # gas_nogen, minibatch_sfl, s2fl). "none" changes nothing (REF numbers).
   c.privacy = ml_collections.ConfigDict()
   c.privacy.method = "none"       # "none" | "inversion" (ResSFL: simulated decoder, SSIM) | "nopeek" (DCOR)

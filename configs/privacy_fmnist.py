@@ -18,7 +18,7 @@ then `python -m gas_jax.attack --workdir=RUN --aux=1000 --epochs=5 --blocks=2 --
 This is the early phase of training, not the paper's accuracy: the table compares leaks and
 costs between defences at equal training, nothing more. Expected (seeds 0, 1): undefended
 attack SSIM 0.85 at L1, 0.62 at L2, 0.58 at L3, test accuracy 30-35 %; results and findings:
-README, "Privacy: the trade-off on real Fashion-MNIST", and docs/results/privacy_fmnist/.
+docs/privacy.md, "The trade-off on real Fashion-MNIST", and docs/results/privacy_fmnist/.
 """
 from configs import _args
 from configs import fmnist

@@ -136,8 +136,10 @@ def _trained_decoder(runner, arrays, steps=30):
   return dec
 
 
-@pytest.mark.parametrize("method", ["inversion",
-                                    pytest.param("nopeek", marks=pytest.mark.slow)])
+# The inversion case trains a decoder first (~3 min on 2 shared cores): slow; the default suite
+# keeps NoPeek, and test_method_none_is_the_ref_client_step builds the inversion step.
+@pytest.mark.parametrize("method", [pytest.param("inversion", marks=pytest.mark.slow),
+                                    "nopeek"])
 def test_regulariser_reaches_the_client_parameters_only(method):
   """For one client step, gamma = 0 against gamma = 0.3: the gradient w.r.t. phi is identical
   and the one w.r.t. the decoder is 0 (the regulariser flows into neither), the decoder's own

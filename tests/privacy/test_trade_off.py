@@ -91,15 +91,17 @@ def test_one_command_runs_attacks_reports_and_skips_finished_cells(tmp_path):
     assert json.load(f)["settings"]["targets"] == 4
 
 
+# Each case is a process (~9 s on 2 shared cores): the default suite keeps a malformed
+# defence and a value out of range; the others are slow.
 @pytest.mark.parametrize("defence,message", [
     ("nopeek", "is not 'none', nopeek:GAMMA or inversion:GAMMA[:TAU]"),
-    ("none:1", "is not 'none', nopeek:GAMMA"),
-    ("blur:1", "is not 'none', nopeek:GAMMA"),
-    ("nopeek:1:0", "is not 'none', nopeek:GAMMA"),
-    ("inversion:1:0:2", "is not 'none', nopeek:GAMMA"),
-    ("nopeek:x", "GAMMA and TAU must be numbers"),
+    pytest.param("none:1", "is not 'none', nopeek:GAMMA", marks=pytest.mark.slow),
+    pytest.param("blur:1", "is not 'none', nopeek:GAMMA", marks=pytest.mark.slow),
+    pytest.param("nopeek:1:0", "is not 'none', nopeek:GAMMA", marks=pytest.mark.slow),
+    pytest.param("inversion:1:0:2", "is not 'none', nopeek:GAMMA", marks=pytest.mark.slow),
+    pytest.param("nopeek:x", "GAMMA and TAU must be numbers", marks=pytest.mark.slow),
     ("inversion:1:2", "privacy.tau=2.0"),
-    ("nopeek:-1", "privacy.gamma=-1.0"),
+    pytest.param("nopeek:-1", "privacy.gamma=-1.0", marks=pytest.mark.slow),
 ])
 def test_bad_defences_are_refused_before_anything_runs(tmp_path, defence, message):
   proc = _privacy(tmp_path, f"--defences={defence}")

@@ -147,8 +147,10 @@ _digest = cli_runs.digest
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-  """A finished 2-iteration digits run."""
+def finished_run(tmp_path_factory, compile_cache):
+  """A finished 2-iteration digits run (the module's later runs of the same shapes reuse its
+  compiled programs through the persistent compilation cache)."""
+  del compile_cache
   workdir = str(tmp_path_factory.mktemp("finished") / "run")
   main_lib.run(_config(num_global_iters=2), workdir)
   return workdir
@@ -199,6 +201,21 @@ def test_finish_interrupted_before_the_summary_completes(finished_run, tmp_path)
   for key in ("final_accuracy", "best_accuracy", "global_iterations", "simulated_time_s",
               "mean_iter_wall_s", "first_iter_wall_s", "wall_time_s"):
     assert summary[key] == want[key], key
+
+
+def test_raised_T_resumes_like_the_longer_run(finished_run, tmp_path):
+  """The finished T=2 run continued to T=3 (from its checkpoint) equals a T=3 run from the
+  start: the default suite's instance of "resumed = uninterrupted" (the processes, SIGKILL
+  included: tests/run/test_checkpoint.py and tests/run/test_run_safety.py, slow)."""
+  workdir, whole = str(tmp_path / "run"), str(tmp_path / "whole")
+  shutil.copytree(finished_run, workdir)
+  main_lib.run(_config(num_global_iters=3), workdir)
+  main_lib.run(_config(num_global_iters=3), whole)
+  assert cli_runs.rows(workdir) == cli_runs.rows(whole) and len(cli_runs.rows(whole)) == 3
+  # Resumed, not restarted: the first two rows are the finished run's, wall times and all.
+  assert metrics_lib.read_rows(workdir)[:2] == metrics_lib.read_rows(finished_run)
+  with open(os.path.join(workdir, "config.json")) as f:
+    assert json.load(f)["num_global_iters"] == 3
 
 
 def test_overwrite_moves_the_old_run_aside(finished_run, tmp_path):

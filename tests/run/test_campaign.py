@@ -33,6 +33,7 @@ CELLS = ["configs/digits.py gas shard2 0", "configs/digits.py fedavg shard2 0  #
 NAMES = ["digits/shard2/gas/seed0", "digits/shard2/fedavg/seed0", "digits/dir0.1/gas/seed1"]
 
 
+@pytest.mark.slow   # ~4 min on 2 shared cores (3 cells); test_budget_... packs a cell fast
 def test_runs_the_plan_packs_each_cell_and_skips_finished_ones(tmp_path):
   plan, out = _plan(tmp_path, CELLS), tmp_path / "out"
   proc, res = _campaign(plan, out)
@@ -78,29 +79,57 @@ def test_runs_the_plan_packs_each_cell_and_skips_finished_ones(tmp_path):
   assert f"| gas | {100 * acc:.2f} ± 0.00 |" in rep.stdout.replace("**", "")
 
 
-def test_budget_starts_no_cell_it_cannot_finish(tmp_path):
+def _check_packed(out, name):
+  """The cell's packed file holds its config, summary and metrics rows and its wall time."""
+  label, p, m, s = name.split("/")
+  with open(report.packed_path(report.cell_dir(str(out / "results" / label), p, m,
+                                               int(s[4:])))) as f:
+    packed = json.load(f)
+  run = report.cell_dir(str(out / "runs" / label), p, m, int(s[4:]))
+  with open(os.path.join(run, "summary.json")) as f:
+    assert packed["summary"] == json.load(f)
+  with open(os.path.join(run, "metrics.jsonl")) as f:
+    assert packed["metrics"] == [json.loads(l) for l in f]
+  assert packed["config"]["algorithm"] == m and packed["config"]["seed"] == int(s[4:])
+  assert packed["cell_wall_s"] > 0
+
+
+def _first_cell_alone(tmp_path):
+  """No measurement yet: the first cell runs alone; its time then says the rest do not fit."""
   plan, out = _plan(tmp_path, CELLS), tmp_path / "out"
-  # No measurement yet: the first cell runs alone; its time then says the rest do not fit.
   proc, res = _campaign(plan, out, "--budget_s=1")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert res["finished"] == [NAMES[0]] and res["deferred"] == NAMES[1:]
   assert not os.path.exists(os.path.join(out, "runs", *NAMES[1].split("/")))
+  _check_packed(out, NAMES[0])
+  return plan, out
+
+
+def test_budget_starts_no_cell_it_cannot_finish(tmp_path):
+  """One cell runs (and is packed); a second call with the same tiny budget starts nothing."""
+  plan, out = _first_cell_alone(tmp_path)
   # Next call, same tiny budget: the packed cell's measured time already says no.
   proc, res = _campaign(plan, out, "--budget_s=1")
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert res == dict(finished=[], deferred=NAMES[1:], failed=[], already_done=1)
-  # A budget that fits goes on with the next cells, in the plan's order.
+
+
+@pytest.mark.slow   # two more cells (~2 min on 2 shared cores)
+def test_a_budget_that_fits_goes_on_in_the_plans_order(tmp_path):
+  plan, out = _first_cell_alone(tmp_path)
   proc, res = _campaign(plan, out, "--budget_s=3600")
   assert proc.returncode == 0 and res["finished"] == sorted(NAMES[1:]), proc.stderr[-3000:]
 
 
+# Each case is a process (~9 s on 2 shared cores): the default suite keeps one per kind
+# (the line's shape, the line's own fields); the others are slow.
 @pytest.mark.parametrize("line,message", [
     ("configs/digits.py gas shard2", "is not 'CONFIG METHOD PARTITION SEED"),
-    ("configs/digits.py gas shard2 x", "seed 'x' must be an integer"),
+    pytest.param("configs/digits.py gas shard2 x", "seed 'x' must be an integer", marks=pytest.mark.slow),
     ("configs/digits.py gas shard2 0 --config.seed=3", "--config.seed=3 is set by the line's"),
-    ("configs/digits.py gas shard2 0 lr=3", "is not 'CONFIG METHOD PARTITION SEED"),
-    ("configs/digits.py nope shard2 0", "plan.txt:4: algorithm='nope'"),
-    ("configs/digits.py gas shard0 0", "plan.txt:4: partition 'shard0' is invalid"),
+    pytest.param("configs/digits.py gas shard2 0 lr=3", "is not 'CONFIG METHOD PARTITION SEED", marks=pytest.mark.slow),
+    pytest.param("configs/digits.py nope shard2 0", "plan.txt:4: algorithm='nope'", marks=pytest.mark.slow),
+    pytest.param("configs/digits.py gas shard0 0", "plan.txt:4: partition 'shard0' is invalid", marks=pytest.mark.slow),
 ])
 def test_a_bad_plan_line_is_refused_before_anything_runs(tmp_path, line, message):
   plan, out = _plan(tmp_path, [CELLS[0], line]), tmp_path / "out"

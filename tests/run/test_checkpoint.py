@@ -56,6 +56,8 @@ def test_json_round_trip():
   assert out["b"] == [1.5, 2**100] and out["c"]["e"] == "PCG64"
 
 
+@pytest.mark.slow   # 3 processes (~5-7 min on 2 shared cores); the default suite keeps
+# tests/run/test_bad_inputs.py::test_raised_T_resumes_like_the_longer_run (in-process)
 def test_sigkill_then_resume_equals_uninterrupted(reference, tmp_path):
   workdir = str(tmp_path / "killed")
   proc = subprocess.Popen(_cmd(workdir), cwd=ROOT, stdout=subprocess.DEVNULL,

@@ -3,6 +3,8 @@ import os
 import subprocess
 import sys
 
+import jax
+import numpy as np
 import pytest
 
 from configs import digits
@@ -67,14 +69,30 @@ def test_explicit_fields_win_over_the_backend():
 
 
 def test_a_runner_follows_the_plan_it_is_given():
-  """The plan, not the backend, decides: cohorts on the CPU when the plan says so."""
+  """The plan, not the backend, decides: cohorts on the CPU when the plan says so. And the
+  cohorts give the event-by-event numbers (the default suite's instance of "cohorts = event by
+  event"; on digits: tests/runners/test_equivalence.py, slow): 2 global iterations of the toy
+  GAS run, the same counters and simulated times, losses and final models within 1e-5."""
   cfg = gas_toys.config()
+  rows, models = [], []
   for size in (1, 0):
     plan = ExecutionPlan(backend="cpu", cohort_size=size, devices=1)
     runner = ALGORITHMS.get("gas")(gas_toys.context(cfg, plan=plan))
     assert runner.cohort_size == size
-    info = runner.run_iteration()
-    assert info["client_steps"] > 0
+    rows.append([runner.run_iteration() for _ in range(2)])
+    assert rows[-1][0]["client_steps"] > 0
+    models.append(jax.device_get(runner.eval_params()))
+  for a, b in zip(*rows):
+    for key in ("server_updates", "client_steps", "simulated_time_s", "generated_per_update"):
+      assert a[key] == b[key], key
+    for key in ("client_loss", "server_loss"):
+      assert (a[key] is None) == (b[key] is None), key
+      if a[key] is not None:
+        np.testing.assert_allclose(a[key], b[key], rtol=1e-5)
+  for x, y in zip(jax.tree_util.tree_leaves(models[0]), jax.tree_util.tree_leaves(models[1]),
+                  strict=True):
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    assert np.linalg.norm(x - y) <= 1e-5 * max(np.linalg.norm(y), 1e-30)
 
 
 def test_core_slots_split_the_cores():

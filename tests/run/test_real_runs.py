@@ -1,7 +1,8 @@
-"""The README's commands on real on-disk formats: `python -m gas_jax.main
---config=configs/cifar10.py --config.data.dir=D` with D holding `cifar-10-batches-py/` or
-`cifar-10-batches-bin/`, and `configs/fmnist.py` with the idx files (tiny fixtures written here,
-one global iteration with small K/C/B so that the run takes seconds)."""
+"""The documented commands (docs/configuration.md, docs/reproducing.md) on real on-disk
+formats: `python -m gas_jax.main --config=configs/cifar10.py --config.data.dir=D` with D
+holding `cifar-10-batches-py/` or `cifar-10-batches-bin/`, and `configs/fmnist.py` with the idx
+files (tiny fixtures written here, one global iteration with small K/C/B so that the run takes
+seconds)."""
 import json
 import subprocess
 import sys

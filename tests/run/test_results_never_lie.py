@@ -50,7 +50,10 @@ def good(tmp_path):
 
 
 # Case 2: a seed listed twice counts twice.
-@pytest.mark.parametrize("extra", [["--report_only"], []], ids=["report_only", "run"])
+# Each case is a launcher process (~5-9 s on 2 shared cores): the default suite keeps one or
+# two of each kind; the other instances are slow.
+@pytest.mark.parametrize("extra", [["--report_only"], pytest.param([], marks=pytest.mark.slow)],
+                         ids=["report_only", "run"])
 def test_a_seed_listed_twice_is_refused(good, extra):
   before = digest(good)
   proc = _compare(good, "--methods=gas", "--seeds=0,0", "--config.num_global_iters=3", *extra)
@@ -61,7 +64,8 @@ def test_a_seed_listed_twice_is_refused(good, extra):
   assert digest(good) == before
 
 
-@pytest.mark.parametrize("flag", ["--methods=gas,gas", "--partitions=dir0.1,dir0.10"])
+@pytest.mark.parametrize("flag", [pytest.param("--methods=gas,gas", marks=pytest.mark.slow),
+                                  "--partitions=dir0.1,dir0.10"])
 def test_methods_and_partitions_are_sets_too(good, flag):
   before = digest(good)
   args = ["--methods=gas", "--seeds=0"]
@@ -147,6 +151,7 @@ def test_a_cell_planned_twice_is_refused_naming_both_lines(tmp_path):
   assert not os.path.exists(out / "runs")
 
 
+@pytest.mark.slow
 def test_two_labels_of_one_partition_are_one_cell(tmp_path):
   proc, _ = _campaign(tmp_path, ["configs/digits.py gas dir0.1 0",
                                  "configs/digits.py gas dir0.10 0"])
@@ -171,7 +176,11 @@ BAD_WHY = {"truncated": "not valid JSON", "a JSON list": "expected a JSON object
            "a merge conflict": "holds a git merge conflict", "no summary": "no 'summary'"}
 
 
-@pytest.mark.parametrize("kind", BAD_FILES)
+_FAST_KINDS = ("truncated", "a merge conflict")
+KINDS = [k if k in _FAST_KINDS else pytest.param(k, marks=pytest.mark.slow) for k in BAD_FILES]
+
+
+@pytest.mark.parametrize("kind", KINDS)
 def test_an_unreadable_packed_file_of_a_planned_cell_is_named(tmp_path, kind):
   out = tmp_path / "out"
   path = report.packed_path(report.cell_dir(str(out / "results" / "digits"), "shard2", "gas", 0))
@@ -185,7 +194,7 @@ def test_an_unreadable_packed_file_of_a_planned_cell_is_named(tmp_path, kind):
   assert not os.path.exists(out / "runs")
 
 
-@pytest.mark.parametrize("kind", BAD_FILES)
+@pytest.mark.parametrize("kind", KINDS[::-1])
 def test_an_unreadable_file_outside_the_plan_is_skipped_with_a_warning(tmp_path, kind):
   """A done cell (its packed time: 1000 s) and a todo cell of the same kind; a bad file of
   no planned cell in the same folder is named and skipped, and the budget still reads the
@@ -224,10 +233,11 @@ def test_compare_names_an_unreadable_packed_file_of_its_grid(good):
 @pytest.mark.parametrize("args,message", [
     (["--config.num_global_iters=60"], "no cell of this grid finished with this config"),
     (["--seeds="], "--seeds is empty"),
-    (["--partitions=shard0"], "partition 'shard0' is invalid"),
-    (["--partitions=dir-1"], "partition 'dir-1' is invalid"),
+    pytest.param(["--partitions=shard0"], "partition 'shard0' is invalid", marks=pytest.mark.slow),
+    pytest.param(["--partitions=dir-1"], "partition 'dir-1' is invalid", marks=pytest.mark.slow),
     (["--partitions=dirnan"], "partition 'dirnan' is invalid"),
-    (["--partitions=dirinf"], "partition 'dirinf' is invalid"),
+    pytest.param(["--partitions=dirinf"], "partition 'dirinf' is invalid",
+                 marks=pytest.mark.slow),
 ], ids=["forgotten_T", "no_seeds", "shard0", "dir-1", "dirnan", "dirinf"])
 def test_an_empty_table_is_an_error_and_overwrites_nothing(good, args, message):
   before = digest(good)
@@ -246,8 +256,10 @@ def test_an_empty_table_is_an_error_and_overwrites_nothing(good, args, message):
      "quotation (an unclosed quote?)"),
     ("configs/digits.py gas shard2 0 --config.optimizer.lrr=1",
      "plan.txt:1: --config.optimizer.lrr: the config has no field 'lrr'"),
-    ("configs/nope.py gas shard2 0", "plan.txt:1: --config=configs/nope.py could not be loaded"),
-    (b"configs/digits.py gas shard2 0 # caf\xe9\n", "plan.txt:1: not UTF-8 text (byte 0xe9)"),
+    pytest.param("configs/nope.py gas shard2 0",
+                 "plan.txt:1: --config=configs/nope.py could not be loaded", marks=pytest.mark.slow),
+    pytest.param(b"configs/digits.py gas shard2 0 # caf\xe9\n",
+                 "plan.txt:1: not UTF-8 text (byte 0xe9)", marks=pytest.mark.slow),
 ], ids=["quote", "misspelt", "no_config", "not_utf8"])
 def test_a_bad_plan_line_is_one_line(tmp_path, line, message):
   proc, out = _campaign(tmp_path, line if isinstance(line, bytes) else [line])
@@ -256,8 +268,9 @@ def test_a_bad_plan_line_is_one_line(tmp_path, line, message):
   assert not os.path.exists(out / "runs")
 
 
-@pytest.mark.parametrize("flag", ["--budget_s=nan", "--budget_s=-1", "--budget_s=inf",
-                                  "--jobs=0"])
+@pytest.mark.parametrize("flag", ["--budget_s=nan"] + [
+    pytest.param(f, marks=pytest.mark.slow) for f in ("--budget_s=-1", "--budget_s=inf",
+                                                      "--jobs=0")])
 def test_campaign_flags_are_checked(tmp_path, flag):
   proc, out = _campaign(tmp_path, ["configs/digits.py gas shard2 0"], flag)
   assert proc.returncode == 1
@@ -292,7 +305,8 @@ def _alive(pid: int) -> bool:
     return f.read().split()[2] != "Z"
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, pytest.param(signal.SIGTERM,
+                                                               marks=pytest.mark.slow)])
 def test_a_signal_stops_the_cells_and_ends_in_one_line(tmp_path, sig):
   wd = str(tmp_path / "shard2" / "gas" / "seed0")
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.path.join(ROOT, "tests")]))

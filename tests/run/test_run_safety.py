@@ -12,6 +12,12 @@ import pytest
 
 from helpers import cli_runs
 
+# Processes of `python -m gas_jax.main` (~6 min on 2 shared cores in all): slow. The default suite
+# keeps the in-process versions: tests/run/test_bad_inputs.py (a changed config refused with the
+# old files intact, a raised T resumed like the longer run) and tests/run/test_workdir.py (the
+# lock refuses a second holder).
+pytestmark = pytest.mark.slow
+
 ROOT = cli_runs.ROOT
 ARGS = ["--config=configs/digits.py", "--config.clients.local_iters=2",
         "--config.checkpoint_every=1"]

@@ -39,6 +39,8 @@ def test_cohort_grouping_rules():
   assert engine.bucket(3) == 4 and engine.bucket(5, 4) == 8 and engine.bucket(1, 4) == 4
 
 
+@pytest.mark.slow   # ~3 min on 2 shared cores; the default suite keeps the toy version,
+# tests/run/test_execution.py::test_a_runner_follows_the_plan_it_is_given
 def test_cohorts_equal_event_by_event(tmp_path):
   """Digits with generation on, 3 global iterations: cohort_size=0 == cohort_size=1."""
   a, b = str(tmp_path / "event"), str(tmp_path / "cohort")
