@@ -64,6 +64,10 @@ RUN = {
 
 SKIP = {
     ". .venv/bin/activate && python -m pytest": "the test suite itself (.ci/run runs it)",
+    "launch/scenarios.sh runs/scenarios --jobs=2 --config.num_global_iters=12":
+        "84 runs (26 minutes on 2 cores): four launch/compare.py comparisons (compare.py is run "
+        "above) with system.* overrides, each scenario tested in tests/runners/test_scenarios.py; "
+        "its report in tests/run/test_scenario_report.py",
     "sudo apt-get install dataset-fashion-mnist":
         "installs a system package as root from the network (.ci/run installs it)",
     "pip install tensorflow tensorflow-datasets && tfds build cifar10 "
