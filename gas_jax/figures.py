@@ -3,7 +3,6 @@
 accuracy against simulated time for every number of local iterations E on one axis.
 `launch/figures.py` is the command line (`launch/fig2.sh`, `launch/table2.sh` call it).
 """
-import os
 from typing import Dict, List, Sequence, Tuple
 
 import numpy as np

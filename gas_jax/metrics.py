@@ -2,7 +2,7 @@
 progress line with ETA. Every file is written atomically (temp file + os.replace), so a crash
 never leaves a half-written file; files get the usual permissions (0666 less the umask).
 
-summary.json of one run (README "Outputs"): final_accuracy (mean test accuracy of the last
+summary.json of one run (docs/configuration.md, "What a run writes"): final_accuracy (mean test accuracy of the last
 `FINAL_WINDOW` evaluations), final_accuracy_evals (how many it averaged: fewer in a run with fewer
 evaluations), final_accuracy_window (the same in words), eval_every, best_accuracy,
 time_to_accuracy (`time_to_accuracy`), global_iterations, simulated_time_s and wall_time_s (of
