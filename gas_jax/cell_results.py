@@ -75,7 +75,7 @@ def _check_summary(path: str, what: str, summary) -> None:
 
 
 def read_packed_file(path: str) -> Dict:
-  """A packed cell (`report.pack_run`), checked: format, config, summary and metrics rows."""
+  """A packed cell (`pack_run`), checked: format, config, summary and metrics rows."""
   what = "packed cell"
   packed = read_json(path, what)
   _need(path, what, packed, "format", str)
@@ -101,6 +101,14 @@ def read_run_result(workdir: str) -> Result:
   if not all(isinstance(r, dict) for r in rows):
     raise ResultsFileError(f"{rows_path}: unreadable metrics file (a line is not an object)")
   return summary, rows
+
+
+def pack_run(workdir: str, **extra) -> Dict:
+  """One finished run as one small JSON-able dict, read strictly: its config.json, summary.json
+  and metrics.jsonl rows (no checkpoints), plus `extra` (e.g. the cell's wall time)."""
+  config = read_json(os.path.join(workdir, "config.json"), "config")
+  summary, rows = read_run_result(workdir)
+  return dict(format=report.PACKED_FORMAT, config=config, summary=summary, metrics=rows, **extra)
 
 
 @dataclasses.dataclass

@@ -2,7 +2,7 @@
 
 Layout (written by `launch/compare.py`): ROOT/<partition>/<method>/seed<k>/ holding each run's
 summary.json and metrics.jsonl (`gas_jax.metrics`), or ROOT/<partition>/<method>/seed<k>.json,
-the same run packed into one file (`pack_run`, written by `launch/campaign.py`). The tables and
+the same run packed into one file (`cell_results.pack_run`, written by `launch/campaign.py`). The tables and
 plots take the cells' results as given (`Results`: one source of truth per cell, chosen by
 `gas_jax.cell_results.resolve`); they never look for files themselves.
 
@@ -53,31 +53,6 @@ PACKED_FORMAT = "gas-jax packed cell 1"
 def packed_path(workdir: str) -> str:
   """Where a cell's packed result lives: its workdir's path + ".json" (`launch/campaign.py`)."""
   return os.path.normpath(workdir) + ".json"
-
-
-def pack_run(workdir: str, **extra) -> Dict:
-  """One finished run as one small JSON-able dict: its config.json, summary.json and
-  metrics.jsonl rows (no checkpoints), plus `extra` (e.g. the cell's wall time)."""
-  with open(os.path.join(workdir, "config.json")) as f:
-    config = json.load(f)
-  summary, rows = load_run(workdir)
-  return dict(format=PACKED_FORMAT, config=config, summary=summary, metrics=rows, **extra)
-
-
-def load_run(workdir: str) -> Optional[Tuple[Dict, List[Dict]]]:
-  """(summary, metrics rows) of a run folder, None if summary.json is missing (used by
-  `pack_run`; the launchers read their cells strictly through `gas_jax.cell_results`)."""
-  path = os.path.join(workdir, "summary.json")
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    summary = json.load(f)
-  rows = []
-  metrics = os.path.join(workdir, "metrics.jsonl")
-  if os.path.exists(metrics):
-    with open(metrics) as f:
-      rows = [json.loads(line) for line in f if line.strip()]
-  return summary, rows
 
 
 Results = Dict[Tuple[str, str, int], Tuple[Dict, List[Dict]]]

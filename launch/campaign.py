@@ -19,7 +19,7 @@ Each cell runs in DIR/runs/<config>/<partition>/<method>/seed<k> (checkpoints an
 `python -m gas_jax.main`; an interrupted cell resumes there) and, once finished, is packed into
 ONE small file RESULTS/<config>/<partition>/<method>/seed<k>.json (RESULTS: --results,
 default DIR/results; its config.json,
-summary.json and metrics.jsonl rows, and the cell's wall time: `gas_jax.report.pack_run`), the
+summary.json and metrics.jsonl rows, and the cell's wall time: `gas_jax.cell_results.pack_run`), the
 files to copy back from the machine and commit. A cell whose packed result (or run folder)
 records it finished with this very config is skipped; one that holds another config is refused
 and reported, never mixed in or packed over (`gas_jax.cell_results`: an unreadable packed file
@@ -190,7 +190,7 @@ def pack(out: str, cell: cells.Cell, wall_s) -> str:
   if wall_s is None:
     attempts = cell_processes.recorded_attempts(cell.workdir)
     wall_s = None if attempts is None else float(sum(attempts))
-  packed = report.pack_run(cell.workdir, cell=cell.name, cell_wall_s=wall_s)
+  packed = cell_results.pack_run(cell.workdir, cell=cell.name, cell_wall_s=wall_s)
   metrics.atomic_write(path, json.dumps(packed, sort_keys=True) + "\n")
   logging.info("packed %s", path)
   return path

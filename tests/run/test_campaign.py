@@ -40,18 +40,11 @@ def test_runs_the_plan_packs_each_cell_and_skips_finished_ones(tmp_path):
   assert proc.returncode == 0, proc.stderr[-3000:]
   assert res["finished"] == sorted(NAMES) and res["deferred"] == [] and res["already_done"] == 0
   for name in NAMES:
-    label, p, m, s = name.split("/")
-    packed_file = report.packed_path(report.cell_dir(str(out / "results" / label), p, m,
-                                                     int(s[4:])))
-    with open(packed_file) as f:
-      packed = json.load(f)
-    run = report.cell_dir(str(out / "runs" / label), p, m, int(s[4:]))
-    with open(os.path.join(run, "summary.json")) as f:
-      assert packed["summary"] == json.load(f)
-    with open(os.path.join(run, "metrics.jsonl")) as f:
-      assert packed["metrics"] == [json.loads(l) for l in f]
-    assert packed["config"]["algorithm"] == m and packed["config"]["seed"] == int(s[4:])
-    assert packed["cell_wall_s"] > 0
+    _check_packed(out, name)
+  label, p, m, s = NAMES[-1].split("/")
+  with open(report.packed_path(report.cell_dir(str(out / "results" / label), p, m,
+                                               int(s[4:])))) as f:
+    packed = json.load(f)
   # The line's own override reached its cell, and only it.
   assert packed["config"]["optimizer"]["lr"] == 0.02
   # Again: everything is done, nothing starts (no new log lines in any cell).

@@ -8,13 +8,13 @@ their clients' behaviour from the one shared `ClientSystem` (`ctx.system`).
 - The same seed gives the same losses; an interrupted run resumes equal (markov + dropout).
 """
 import json
-import os
 
 import jax
 import numpy as np
 import pytest
 
 from configs import digits
+from helpers import cli_runs
 from gas_jax import context, train
 from gas_jax.registry import ALGORITHMS
 from gas_jax.system import availability
@@ -104,14 +104,6 @@ def test_same_seed_same_losses(method):
       [r["simulated_time_s"] for r in _rows(other)] != [r["simulated_time_s"] for r in a]
 
 
-def _metrics(workdir):
-  with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f]
-  for r in rows:
-    r.pop("wall_time_s")
-  return rows
-
-
 @pytest.mark.parametrize("method", ("fedbuff", pytest.param("gas", marks=pytest.mark.slow),
                                     pytest.param("s2fl", marks=pytest.mark.slow)))
 def test_interrupted_run_resumes_equal_with_markov_and_dropout(method, tmp_path):
@@ -124,7 +116,7 @@ def test_interrupted_run_resumes_equal_with_markov_and_dropout(method, tmp_path)
   train.train_and_evaluate(cfg(2), str(tmp_path / "split"))
   jax.clear_caches()
   train.train_and_evaluate(cfg(4), str(tmp_path / "split"))
-  whole, split = _metrics(tmp_path / "whole"), _metrics(tmp_path / "split")
+  whole, split = cli_runs.rows(tmp_path / "whole"), cli_runs.rows(tmp_path / "split")
   assert len(whole) == 4 and whole == split
   assert sum(r["updates_lost"] for r in whole) > 0
   with open(tmp_path / "whole" / "summary.json") as f:
